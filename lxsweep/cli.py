@@ -1,0 +1,262 @@
+"""The ``lxsweep`` command line. Every command has ``--help`` with an example."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import textwrap
+from typing import Callable, Optional
+
+from lxsweep.config import SUBNETWORKS, ConfigError, Experiment, load_experiment
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line, exit code 2."""
+
+
+def _experiment_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("experiment", help="experiment YAML file (experiments/*.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key by its dotted path, e.g. --set training.epochs=2 (repeatable)")
+
+
+def _load(args: argparse.Namespace) -> Experiment:
+    return load_experiment(args.experiment, args.overrides)
+
+
+def _parser(sub, name: str, help_: str, example: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help_, description=help_, epilog="example:\n  " + example,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+# -- trial --------------------------------------------------------------------
+
+
+def cmd_trial(args: argparse.Namespace) -> int:
+    from lxsweep.data import ANSWER_TYPES  # noqa: F401  (import cost before the clock starts)
+    from lxsweep.plan import TrialKey, dense_key, parent, validate_key
+    from lxsweep.store import Store, metrics_path
+    from lxsweep.train import run_trial
+
+    exp = _load(args)
+    key = TrialKey(0, "dense", args.seed) if args.level == 0 else TrialKey(args.level, args.subnetwork, args.seed)
+    try:
+        validate_key(exp, key)
+    except ValueError as exc:
+        raise UserError(f"{exp.source}: {exc}") from None
+    store = Store.for_experiment(exp)
+    missing, p = [], parent(exp, key)
+    while p is not None and not store.exists(metrics_path(p.name)):
+        missing.append(p)
+        p = parent(exp, p)
+    if missing:
+        print(f"store {store.root} lacks the chain prefix of {key.name}; running it first: "
+              + ", ".join(k.name for k in reversed(missing)))
+    for k in reversed(missing):
+        _print_result(run_trial(exp, k, store, log=_log))
+    metrics = run_trial(exp, key, store, log=_log)
+    _print_result(metrics)
+    if key.level == 0 or dense_key(key.seed) == key:
+        base = majority_baseline(exp)
+        print(f"majority-answer baseline: accuracy {base:.4f} (dense {metrics['accuracy']:.4f})")
+    print(f"metrics: {store.path(metrics_path(key.name))}")
+    return 0
+
+
+def _log(line: str) -> None:
+    print(line, flush=True)
+
+
+def _print_result(m: dict) -> None:
+    types = " ".join(f"{k[len('accuracy_'):]} {v:.4f}" for k, v in m.items()
+                     if k.startswith("accuracy_") and k[len("accuracy_"):] in ("yesno", "number", "other"))
+    print(f"result {m['trial']}: accuracy {m['accuracy']:.4f} ({types}) sparsity {m['sparsity']:.4f} "
+          f"in {m['duration_s']:.1f}s", flush=True)
+
+
+def majority_baseline(exp: Experiment) -> float:
+    """Accuracy of always answering the most frequent training answer."""
+    from collections import Counter
+
+    import numpy as np
+
+    from lxsweep.metric import score
+    from lxsweep.train import load_dataset
+
+    data = load_dataset(exp)
+    top = Counter(a for answers in data.train.answers for a in answers).most_common(1)[0][0]
+    v = data.valid
+    return score([top] * len(v), v.answers, v.answer_types)["overall"]
+
+
+# -- plan ---------------------------------------------------------------------
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from lxsweep.plan import Plan
+
+    exp = _load(args)
+    plan = Plan(exp)
+    s = plan.summary()
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    print(f"experiment {s['experiment']}  hash {s['hash']}  store {exp.storage.rstrip('/')}/{s['store']}")
+    print(f"seeds {s['seeds']}  subnetworks {', '.join(s['subnetworks'])}  schedule {s['schedule']}")
+    print("levels: " + ", ".join(f"L{lv['level']} {100 * lv['sparsity']:.1f}%" for lv in s["levels"]))
+    print(f"fine-tunes: {s['fine_tunes']}  (a flat grid redoing each chain prefix: {s['naive_fine_tunes']})")
+    print(f"critical path: {s['critical_path']} fine-tunes in sequence")
+    if "makespan_fine_tunes" in s:
+        print(f"with {exp.resources.max_concurrent_trials} concurrent trials: {s['makespan_fine_tunes']:.0f} fine-tune durations end to end")
+    if "gpu_hours" in s:
+        line = f"cost at {s['fine_tune_hours']} h per fine-tune: {s['gpu_hours']} GPU-hours; critical path {s['critical_path_hours']} h"
+        if "wall_hours" in s:
+            line += f"; wall time ~{s['wall_hours']} h"
+        print(line)
+    else:
+        print("cost: set resources.fine_tune_hours to estimate GPU-hours")
+    print("trials (run order; <- parent):")
+    for t in s["trials"]:
+        print(f"  {t['trial']:<16} sparsity {100 * t['sparsity']:5.1f}%" + (f"  <- {t['parent']}" if t["parent"] else ""))
+    return 0
+
+
+# -- launch / status / report -------------------------------------------------
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    from lxsweep.sweep import launch
+
+    exp = _load(args)
+    return launch(exp, address=args.address, resume=args.resume, progress=not args.quiet)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from lxsweep.status import print_status
+
+    return print_status(_store_from_arg(args.target, args.overrides))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from lxsweep.report import write_report
+
+    paths = write_report(_store_from_arg(args.target, args.overrides))
+    for p in paths:
+        print(p)
+    return 0
+
+
+def _store_from_arg(target: str, overrides: list[str]):
+    from lxsweep.store import Store
+
+    if target.endswith((".yaml", ".yml")):
+        return Store.for_experiment(load_experiment(target, overrides))
+    store = Store(target)
+    if not store.exists("experiment.yaml"):
+        raise UserError(f"{target}: not a store (no experiment.yaml); pass a store directory or an experiment file")
+    return store
+
+
+# -- data ---------------------------------------------------------------------
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from lxsweep.data.vqa import run_prepare
+
+    return run_prepare(args)
+
+
+def cmd_vqa_eval(args: argparse.Namespace) -> int:
+    from lxsweep.metric import MetricInputError, evaluate_files
+
+    try:
+        result = evaluate_files(args.questions, args.annotations, args.predictions)
+    except MetricInputError as exc:
+        raise UserError(str(exc)) from None
+    print(json.dumps(result))
+    return 0
+
+
+# -- main ---------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lxsweep",
+        description="Lottery-ticket pruning sweeps of LXMERT on VQA v2 (Ray Tune + Ray Train + W&B).",
+        epilog=textwrap.dedent("""\
+            start here:
+              lxsweep plan experiments/smoke.yaml
+              lxsweep launch experiments/smoke.yaml
+              lxsweep report runs/smoke-<hash>"""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = _parser(sub, "launch", "run the whole grid of trials on Ray (local unless --address/RAY_ADDRESS)",
+                "lxsweep launch experiments/smoke.yaml --set storage=/mnt/nfs/lxsweep")
+    _experiment_args(p)
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep (a plain re-launch does too)")
+    p.add_argument("--quiet", action="store_true", help="no live status panel, only log lines")
+    p.set_defaults(func=cmd_launch)
+
+    p = _parser(sub, "plan", "show the trials, their dependencies and the cost; runs nothing",
+                "lxsweep plan experiments/paper.yaml --set resources.fine_tune_hours=0.9")
+    _experiment_args(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plan)
+
+    p = _parser(sub, "trial", "run one trial on this machine without Ray (the same function a Ray worker runs)",
+                "lxsweep trial experiments/smoke.yaml --level 2 --subnetwork low --seed 0")
+    _experiment_args(p)
+    p.add_argument("--level", type=int, required=True, help="pruning level (0 = the dense model)")
+    p.add_argument("--subnetwork", choices=SUBNETWORKS, default="low", help="which subnetwork (ignored at level 0)")
+    p.add_argument("--seed", type=int, required=True, help="one of the experiment's seeds")
+    p.set_defaults(func=cmd_trial)
+
+    p = _parser(sub, "status", "counts, best ticket and time left, from the store alone",
+                "lxsweep status runs/smoke-<hash>   # or: lxsweep status experiments/smoke.yaml")
+    p.add_argument("target", help="a store directory/URI or an experiment file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_status)
+
+    p = _parser(sub, "report", "write results.csv, results.md and accuracy_vs_sparsity.png into the store",
+                "lxsweep report runs/smoke-<hash>")
+    p.add_argument("target", help="a store directory/URI or an experiment file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_report)
+
+    from lxsweep.data.vqa import PREPARE_DESCRIPTION, PREPARE_EPILOG, add_prepare_arguments
+
+    p = sub.add_parser("prepare-vqa", help="official VQA v2 JSON + LXMERT feature TSVs -> memory-mapped store",
+                       description=PREPARE_DESCRIPTION, epilog=PREPARE_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_prepare_arguments(p)
+    p.set_defaults(func=cmd_prepare)
+
+    p = _parser(sub, "vqa-eval", "the official VQA accuracy of a results file, as JSON",
+                "lxsweep vqa-eval --questions v2_OpenEnded_mscoco_val2014_questions.json "
+                "--annotations v2_mscoco_val2014_annotations.json --predictions results.json")
+    p.add_argument("--questions", required=True, help="official questions JSON")
+    p.add_argument("--annotations", required=True, help="official annotations JSON")
+    p.add_argument("--predictions", required=True, help='results JSON: [{"question_id": ..., "answer": ...}]')
+    p.set_defaults(func=cmd_vqa_eval)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, UserError) as exc:
+        print(f"lxsweep: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lxsweep: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

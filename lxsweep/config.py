@@ -1,0 +1,410 @@
+"""Experiment files: YAML -> validated, typed config, with overrides and a hash.
+
+An experiment is one YAML file under ``experiments/``. Every key has a default
+here; the file names only what differs. ``--set key=value`` overrides any key
+by its dotted path. Errors name the file, the key and what was expected,
+before anything runs.
+
+The experiment hash covers everything that changes a trial's result (model,
+data, training, pruning, rewind). It deliberately leaves out the grid
+selection (``pruning.levels``, ``pruning.subnetworks``, ``seeds``), tracking,
+resources, storage and the name: adding a level or a seed to a finished sweep
+reuses its store and re-runs nothing that is already there.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+SUBNETWORKS = ("low", "high", "random", "reinit")
+DENSE = "dense"
+SCOPE_GROUPS = ("language", "vision", "cross", "pooler")
+
+
+class ConfigError(ValueError):
+    """A bad experiment file or override; the message names file, key and problem."""
+
+
+@dataclass
+class SyntheticConfig:
+    """The generated scene-question task (see lxsweep/data/synthetic.py)."""
+
+    train_questions: int = 6000
+    valid_questions: int = 1500
+    pretrain_questions: int = 6000  # the disjoint split the rewind point is pretrained on
+    num_boxes: int = 10
+    feat_dim: int = 64
+    annotator_noise: float = 0.15  # chance an annotator gives a plausible wrong answer
+    feature_noise: float = 0.35
+    seed: int = 1234  # the task itself; trial seeds never change the data
+
+
+@dataclass
+class ModelConfig:
+    pretrained: Optional[str] = None  # hub name or local directory; None = build from `config`
+    tokenizer: Optional[str] = None  # defaults to `pretrained`
+    config: dict = field(default_factory=dict)  # LxmertConfig kwargs when pretrained is None
+    pretrain_epochs: int = 4  # synthetic only: epochs of the rewind point's pretraining stage
+
+
+@dataclass
+class DataConfig:
+    source: Literal["synthetic", "vqa"] = "synthetic"
+    path: Optional[str] = None  # prepared VQA store (lxsweep prepare-vqa)
+    train_split: str = "train"
+    valid_split: str = "minival"
+    max_tokens: int = 20
+    limit_train: Optional[int] = None
+    limit_valid: Optional[int] = None
+    loader_workers: int = 0  # DataLoader worker processes per training worker
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int = 4
+    batch_size: int = 32
+    eval_batch_size: int = 256
+    lr: float = 5e-5
+    warmup: float = 0.1  # fraction of steps with linear warmup, then linear decay
+    weight_decay: float = 0.01
+    grad_clip: float = 5.0
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on GPU, fp32 on CPU
+
+
+@dataclass
+class PruningConfig:
+    rate: float = 0.1  # fraction of the remaining weights removed per level
+    levels: int = 10
+    sparsities: Optional[list[float]] = None  # explicit level sparsities; overrides rate
+    subnetworks: list[str] = field(default_factory=lambda: ["low", "high", "random"])
+    scope: list[str] = field(default_factory=lambda: list(SCOPE_GROUPS))
+    layerwise: bool = False
+    schedule: Literal["iterative", "oneshot"] = "iterative"
+
+
+@dataclass
+class RewindConfig:
+    to: Literal["pretrained", "step"] = "pretrained"
+    step: int = 0  # with to=step: the dense fine-tune's weights after this many steps
+
+
+@dataclass
+class ResourcesConfig:
+    workers_per_trial: int = 1
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    max_concurrent_trials: Optional[int] = None  # None = as many as the cluster fits
+    max_failures: int = 2  # worker-group restarts per trial before it fails for good
+    fine_tune_hours: Optional[float] = None  # GPU-hours per fine-tune, for `lxsweep plan`
+
+
+@dataclass
+class TrackingConfig:
+    wandb: Literal["offline", "online", "disabled"] = "offline"
+    project: str = "lxsweep"
+    entity: Optional[str] = None
+
+
+@dataclass
+class Experiment:
+    name: str = "experiment"
+    storage: str = "runs"  # local path, NFS path or s3:// / gs:// URI; the store lives under it
+    seeds: list[int] = field(default_factory=lambda: [0])
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    rewind: RewindConfig = field(default_factory=RewindConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    source: str = field(default="<defaults>", metadata={"internal": True})  # the file it came from
+
+    # -- derived ---------------------------------------------------------
+    def sparsity(self, level: int) -> float:
+        """Target fraction of prunable weights removed at ``level`` (0 = dense)."""
+        if level == 0:
+            return 0.0
+        if self.pruning.sparsities is not None:
+            return float(self.pruning.sparsities[level - 1])
+        return 1.0 - (1.0 - self.pruning.rate) ** level
+
+    @property
+    def num_levels(self) -> int:
+        p = self.pruning
+        return len(p.sparsities) if p.sparsities is not None else p.levels
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("source")
+        return d
+
+    def result_dict(self) -> dict:
+        """The sections that change a trial's result (what the hash covers)."""
+        d = self.to_dict()
+        pruning = dict(d["pruning"])
+        for key in ("levels", "subnetworks"):
+            pruning.pop(key)
+        if self.pruning.sparsities is None:
+            pruning.pop("sparsities")
+        else:
+            pruning.pop("rate")
+        data = dict(d["data"])
+        data.pop("loader_workers")  # throughput only
+        if self.data.source != "synthetic":
+            data.pop("synthetic")
+        training = dict(d["training"])
+        training.pop("eval_batch_size")
+        model = dict(d["model"])
+        if self.model.pretrained is not None or self.data.source != "synthetic":
+            model.pop("pretrain_epochs")
+        return {"model": model, "data": data, "training": training, "pruning": pruning, "rewind": d["rewind"]}
+
+    @property
+    def hash(self) -> str:
+        """Canonical hash (sha256 of sorted-key JSON) of :meth:`result_dict`, 10 hex digits."""
+        return canonical_hash(self.result_dict())
+
+    @property
+    def store_name(self) -> str:
+        return f"{self.name}-{self.hash}"
+
+
+def canonical_hash(obj: Any, length: int = 10) -> str:
+    """sha256 over canonical JSON (sorted keys, repr-exact floats)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+# -- loading -----------------------------------------------------------------
+
+
+def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Experiment:
+    """Read, override and validate an experiment file. Raises :class:`ConfigError`."""
+    path = Path(path)
+    where = str(path)
+    if not path.is_file():
+        raise ConfigError(f"{where}: no such experiment file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{where}: not valid YAML{line}: {getattr(exc, 'problem', exc)}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    for item in overrides:
+        apply_override(raw, item, where)
+    exp = from_dict(raw, where)
+    exp.source = where
+    check_paths(exp, path.parent)
+    return exp
+
+
+def apply_override(raw: dict, item: str, where: str = "--set") -> None:
+    """Apply one ``dotted.key=value`` (value parsed as YAML) to the raw mapping."""
+    if "=" not in item:
+        raise ConfigError(f"{where}: --set {item!r}: expected key=value, e.g. --set training.epochs=2")
+    key, _, text = item.partition("=")
+    parts = key.strip().split(".")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{where}: --set {key}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(raw: dict, where: str = "<dict>") -> Experiment:
+    """Build and validate an :class:`Experiment` from a plain mapping."""
+    exp = _build(Experiment, raw, where, "")
+    _validate(exp, where)
+    return exp
+
+
+def _build(cls: type, raw: Any, where: str, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'top level'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        key = prefix + str(unknown[0])
+        raise ConfigError(f"{where}: {key}: unknown key; expected one of {', '.join(sorted(fields))}")
+    kwargs = {}
+    for name, value in raw.items():
+        kwargs[name] = _coerce(hints[name], value, where, prefix + name)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value if value is not None else {}, where, key + ".")
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {key}: {value!r} is not allowed; expected one of {', '.join(map(str, args))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: {key}: expected a list, got {value!r}")
+        return [_coerce(args[0], v, where, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {key}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: {key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: {key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: {key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint!r} for {key}")  # a bug in this module, not the file
+
+
+def _validate(exp: Experiment, where: str) -> None:
+    def fail(key: str, value: Any, expected: str) -> None:
+        raise ConfigError(f"{where}: {key}: {value!r} is out of range; expected {expected}")
+
+    p, t, r, d = exp.pruning, exp.training, exp.resources, exp.data
+    if not exp.name or any(c in exp.name for c in "/\\ "):
+        fail("name", exp.name, "a non-empty name without spaces or slashes")
+    if not exp.seeds:
+        fail("seeds", exp.seeds, "at least one seed")
+    if len(set(exp.seeds)) != len(exp.seeds):
+        fail("seeds", exp.seeds, "distinct seeds")
+    if not 0.0 < p.rate < 1.0:
+        fail("pruning.rate", p.rate, "a number in (0, 1)")
+    if p.levels < 0:
+        fail("pruning.levels", p.levels, "an integer >= 0")
+    if p.sparsities is not None:
+        for i, s in enumerate(p.sparsities):
+            if not 0.0 < s < 1.0:
+                fail(f"pruning.sparsities[{i}]", s, "a sparsity in (0, 1)")
+        if any(b <= a for a, b in zip(p.sparsities, p.sparsities[1:])):
+            fail("pruning.sparsities", p.sparsities, "strictly increasing sparsities")
+    for i, s in enumerate(p.subnetworks):
+        if s not in SUBNETWORKS:
+            raise ConfigError(
+                f"{where}: pruning.subnetworks[{i}]: unknown subnetwork {s!r}; expected one of {', '.join(SUBNETWORKS)}"
+            )
+    if len(set(p.subnetworks)) != len(p.subnetworks):
+        fail("pruning.subnetworks", p.subnetworks, "each subnetwork once")
+    if not p.scope:
+        fail("pruning.scope", p.scope, "at least one of " + ", ".join(SCOPE_GROUPS))
+    for i, g in enumerate(p.scope):
+        if g not in SCOPE_GROUPS:
+            raise ConfigError(f"{where}: pruning.scope[{i}]: unknown group {g!r}; expected one of {', '.join(SCOPE_GROUPS)}")
+    if t.epochs < 1:
+        fail("training.epochs", t.epochs, "an integer >= 1")
+    if t.batch_size < 1:
+        fail("training.batch_size", t.batch_size, "an integer >= 1")
+    if t.eval_batch_size < 1:
+        fail("training.eval_batch_size", t.eval_batch_size, "an integer >= 1")
+    if not t.lr > 0:
+        fail("training.lr", t.lr, "a learning rate > 0")
+    if not 0.0 <= t.warmup < 1.0:
+        fail("training.warmup", t.warmup, "a fraction in [0, 1)")
+    if t.weight_decay < 0:
+        fail("training.weight_decay", t.weight_decay, "a number >= 0")
+    if t.grad_clip < 0:
+        fail("training.grad_clip", t.grad_clip, "a number >= 0 (0 = no clipping)")
+    if d.max_tokens < 4:
+        fail("data.max_tokens", d.max_tokens, "an integer >= 4")
+    for key in ("limit_train", "limit_valid"):
+        v = getattr(d, key)
+        if v is not None and v < 1:
+            fail(f"data.{key}", v, "an integer >= 1 or null")
+    if d.loader_workers < 0:
+        fail("data.loader_workers", d.loader_workers, "an integer >= 0")
+    s = d.synthetic
+    for key in ("train_questions", "valid_questions", "pretrain_questions", "num_boxes", "feat_dim"):
+        if getattr(s, key) < 1:
+            fail(f"data.synthetic.{key}", getattr(s, key), "an integer >= 1")
+    if s.num_boxes < 4:
+        fail("data.synthetic.num_boxes", s.num_boxes, "an integer >= 4 (scenes hold up to 4 objects)")
+    if not 0.0 <= s.annotator_noise < 1.0:
+        fail("data.synthetic.annotator_noise", s.annotator_noise, "a probability in [0, 1)")
+    if s.feature_noise < 0:
+        fail("data.synthetic.feature_noise", s.feature_noise, "a number >= 0")
+    if exp.model.pretrain_epochs < 0:
+        fail("model.pretrain_epochs", exp.model.pretrain_epochs, "an integer >= 0")
+    if exp.rewind.step < 0:
+        fail("rewind.step", exp.rewind.step, "an integer >= 0")
+    if exp.rewind.to == "step" and exp.rewind.step < 1:
+        fail("rewind.step", exp.rewind.step, "a step >= 1 when rewind.to is 'step'")
+    if r.workers_per_trial < 1:
+        fail("resources.workers_per_trial", r.workers_per_trial, "an integer >= 1")
+    if r.gpus_per_worker < 0:
+        fail("resources.gpus_per_worker", r.gpus_per_worker, "a number >= 0")
+    if r.cpus_per_worker < 0:
+        fail("resources.cpus_per_worker", r.cpus_per_worker, "a number >= 0")
+    if r.max_concurrent_trials is not None and r.max_concurrent_trials < 1:
+        fail("resources.max_concurrent_trials", r.max_concurrent_trials, "an integer >= 1 or null")
+    if r.max_failures < 0:
+        fail("resources.max_failures", r.max_failures, "an integer >= 0")
+    if r.fine_tune_hours is not None and r.fine_tune_hours <= 0:
+        fail("resources.fine_tune_hours", r.fine_tune_hours, "a number > 0 or null")
+    if exp.model.pretrained is None and d.source == "vqa":
+        raise ConfigError(f"{where}: model.pretrained: required when data.source is 'vqa' (a hub name or a local directory)")
+    if d.source == "vqa" and not d.path:
+        raise ConfigError(f"{where}: data.path: required when data.source is 'vqa' (the store made by `lxsweep prepare-vqa`)")
+
+
+def _looks_local(path: str) -> bool:
+    return path.startswith(("/", "./", "../", "~")) or Path(path).exists()
+
+
+def check_paths(exp: Experiment, base: Path | None = None) -> None:
+    """Fail early on local paths that do not exist (the data store, a local pretrained dir).
+
+    Hub names (``org/model``) are left to ``from_pretrained``. Relative paths
+    are taken from the current directory, like every other CLI path.
+    """
+    where = exp.source
+    if exp.data.source == "vqa" and exp.data.path and "://" not in exp.data.path:
+        store = Path(exp.data.path).expanduser()
+        if not (store / "manifest.json").is_file():
+            why = "does not exist" if not store.exists() else "has no manifest.json (run `lxsweep prepare-vqa` first)"
+            raise ConfigError(f"{where}: data.path: {exp.data.path!r} {why}")
+    for key in ("pretrained", "tokenizer"):
+        value = getattr(exp.model, key)
+        if value and _looks_local(value) and not Path(value).expanduser().is_dir():
+            raise ConfigError(f"{where}: model.{key}: local directory {value!r} does not exist")
+        if value and value.count("/") > 1 and not Path(value).expanduser().is_dir():
+            raise ConfigError(
+                f"{where}: model.{key}: {value!r} is neither an existing directory nor a hub name like 'org/model'"
+            )

@@ -1,0 +1,76 @@
+"""Batches for training and evaluation, fetched a whole batch at a time.
+
+Questions are tokenized once per trial; region features stay in the (possibly
+memory-mapped) feature array and are gathered per batch with one fancy-index
+read, so a trial's resident memory does not grow with the number of images.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+
+from lxsweep.data import VQASplit
+
+
+def tokenize(tokenizer, questions: list[str], max_tokens: int) -> dict[str, torch.Tensor]:
+    """Fixed-length token tensors for every question (LXMERT's 20 tokens by default)."""
+    enc = tokenizer(questions, padding="max_length", truncation=True, max_length=max_tokens, return_tensors="pt")
+    return {
+        "input_ids": enc["input_ids"].to(torch.int64),
+        "attention_mask": enc["attention_mask"].to(torch.int64),
+        "token_type_ids": enc["token_type_ids"].to(torch.int64),
+    }
+
+
+class BatchedSplit(torch.utils.data.Dataset):
+    """A split whose ``__getitems__`` builds a whole batch (DataLoader calls it once per batch)."""
+
+    def __init__(self, split: VQASplit, tokens: dict[str, torch.Tensor]):
+        self.split, self.tokens = split, tokens
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitems__(self, rows: list[int]) -> dict[str, torch.Tensor]:
+        rows_np = np.asarray(rows, dtype=np.int64)
+        images = self.split.image_index[rows_np]
+        # One sorted read from the memmap, then reorder: sequential pages, no per-row syscalls.
+        uniq, inverse = np.unique(images, return_inverse=True)
+        feats = np.asarray(self.split.features[uniq], dtype=np.float32)[inverse]
+        boxes = np.asarray(self.split.boxes[uniq], dtype=np.float32)[inverse]
+        rows_t = torch.from_numpy(rows_np)
+        return {
+            "rows": rows_t,
+            **{k: v[rows_t] for k, v in self.tokens.items()},
+            "features": torch.from_numpy(feats),
+            "boxes": torch.from_numpy(boxes),
+            "target_labels": torch.from_numpy(np.asarray(self.split.target_labels[rows_np], dtype=np.int64)),
+            "target_scores": torch.from_numpy(np.asarray(self.split.target_scores[rows_np], dtype=np.float32)),
+        }
+
+    def __getitem__(self, row: int) -> dict[str, torch.Tensor]:
+        return self.__getitems__([row])
+
+
+def _identity(batch):
+    return batch
+
+
+def shard_rows(n: int, rank: int, world: int, shuffle_seed: Optional[int]) -> np.ndarray:
+    """This rank's rows: a seeded permutation (or the natural order), padded to equal shards."""
+    order = np.random.default_rng(shuffle_seed).permutation(n) if shuffle_seed is not None else np.arange(n)
+    per_rank = -(-n // world)
+    padded = np.concatenate([order, order[: per_rank * world - n]])
+    return padded[rank::world]
+
+
+def make_loader(split: VQASplit, tokens: dict[str, torch.Tensor], batch_size: int, rt, shuffle_seed: Optional[int], num_workers: int = 0):
+    """A DataLoader over this rank's shard; ``rt`` supplies rank, world size and pinning."""
+    rows = shard_rows(len(split), rt.rank, rt.world, shuffle_seed)
+    sampler = torch.utils.data.BatchSampler(rows.tolist(), batch_size=batch_size, drop_last=False)
+    return torch.utils.data.DataLoader(
+        BatchedSplit(split, tokens), batch_sampler=sampler, collate_fn=_identity,
+        num_workers=num_workers, pin_memory=rt.pin_memory, persistent_workers=False,
+    )

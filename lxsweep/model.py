@@ -1,0 +1,65 @@
+"""LXMERT for VQA: loading the rewind point, seeding the answer head, re-initialising.
+
+The real path and the tiny path are the same code: a model directory (a hub
+name such as ``unc-nlp/lxmert-base-uncased`` or a local ``save_pretrained``
+directory) is loaded with ``from_pretrained``; the answer head is sized to the
+answer vocabulary and initialised from the trial's seed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoTokenizer, LxmertConfig, LxmertForQuestionAnswering
+
+transformers.logging.set_verbosity_error()
+transformers.utils.logging.disable_progress_bar()
+
+
+def load_tokenizer(name_or_dir: str):
+    """The question tokenizer saved with (or named like) the model."""
+    return AutoTokenizer.from_pretrained(name_or_dir)
+
+
+def load_model(name_or_dir: str, num_answers: int, seed: int) -> LxmertForQuestionAnswering:
+    """Pretrained LXMERT with a fresh ``num_answers``-way answer head seeded by ``seed``.
+
+    Every trial of a seed starts from exactly these weights (the rewind point).
+    """
+    model = LxmertForQuestionAnswering.from_pretrained(
+        name_or_dir, num_qa_labels=num_answers, ignore_mismatched_sizes=True
+    )
+    init_answer_head(model, seed)
+    return model
+
+
+def build_tiny(config: dict, num_answers: int, vocab_size: int, visual_feat_dim: int, seed: int) -> LxmertForQuestionAnswering:
+    """A randomly initialised LXMERT from ``LxmertConfig`` keyword arguments."""
+    cfg = LxmertConfig(
+        **{"vocab_size": vocab_size, "visual_feat_dim": visual_feat_dim, "visual_pos_dim": 4, **config},
+        num_qa_labels=num_answers,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return LxmertForQuestionAnswering(cfg)
+
+
+def init_answer_head(model: LxmertForQuestionAnswering, seed: int) -> None:
+    """Re-initialise the answer head deterministically from ``seed``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.answer_head.apply(model._init_weights)
+
+
+def reinitialize(model: LxmertForQuestionAnswering, seed: int) -> None:
+    """Fresh random weights everywhere (the LTH reinitialisation control)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.apply(model._init_weights)
+
+
+def save(model: LxmertForQuestionAnswering, tokenizer, directory: str | Path) -> None:
+    """``save_pretrained`` the model and its tokenizer into one directory."""
+    model.save_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))

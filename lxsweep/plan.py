@@ -1,0 +1,234 @@
+"""The grid of trials as a DAG: which trial needs which, in what order to run them.
+
+A trial is keyed ``(level, subnetwork, seed)``; level 0 is the dense model.
+``low``/``high`` form chains (level k's mask comes from level k-1's trained
+weights, or from the dense weights with ``schedule: oneshot``), ``reinit``
+hangs off the low chain (the ticket's mask, fresh weights), ``random`` needs
+nothing unless every trial rewinds to a step of the dense fine-tune.
+
+Pure: no Ray, no files. The sweep's searcher and ``lxsweep plan`` both use it,
+and so does the scheduler benchmark.
+"""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Iterable
+
+from lxsweep.config import DENSE, SUBNETWORKS, Experiment
+
+ORDER = {name: i for i, name in enumerate((DENSE,) + SUBNETWORKS)}
+
+
+@dataclass(frozen=True, order=True)
+class TrialKey:
+    level: int
+    subnetwork: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """Readable, filesystem-safe id, e.g. ``low-L3-s1``; also the mask and run name."""
+        return f"{self.subnetwork}-L{self.level}-s{self.seed}"
+
+    @staticmethod
+    def parse(name: str) -> "TrialKey":
+        sub, level, seed = name.rsplit("-", 2)
+        return TrialKey(int(level[1:]), sub, int(seed[1:]))
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def dense_key(seed: int) -> TrialKey:
+    return TrialKey(0, DENSE, seed)
+
+
+def validate_key(exp: Experiment, key: TrialKey) -> None:
+    """ValueError naming what is wrong with a trial key for this experiment."""
+    if key.seed not in exp.seeds:
+        raise ValueError(f"seed {key.seed} is not in the experiment's seeds {exp.seeds}")
+    if key.level == 0:
+        if key.subnetwork not in (DENSE, *SUBNETWORKS):
+            raise ValueError(f"unknown subnetwork {key.subnetwork!r}")
+        return
+    if key.subnetwork not in SUBNETWORKS:
+        raise ValueError(f"unknown subnetwork {key.subnetwork!r}; expected one of {', '.join(SUBNETWORKS)}")
+    if not 1 <= key.level <= exp.num_levels:
+        raise ValueError(f"level {key.level} is outside 0..{exp.num_levels}")
+
+
+def mask_source(exp: Experiment, key: TrialKey) -> str | None:
+    """Name of the stored mask this trial trains with (None: dense or generated)."""
+    if key.level == 0 or key.subnetwork == "random":
+        return None
+    chain = "low" if key.subnetwork == "reinit" else key.subnetwork
+    return TrialKey(key.level, chain, key.seed).name
+
+
+def parent(exp: Experiment, key: TrialKey) -> TrialKey | None:
+    """The trial whose results this one needs, or None."""
+    if key.level == 0:
+        return None
+    if key.subnetwork == "random":
+        return dense_key(key.seed) if exp.rewind.to == "step" else None
+    chain = "low" if key.subnetwork == "reinit" else key.subnetwork
+    if key.level == 1 or exp.pruning.schedule == "oneshot":
+        return dense_key(key.seed)
+    return TrialKey(key.level - 1, chain, key.seed)
+
+
+def child_masks(exp: Experiment, key: TrialKey) -> list[TrialKey]:
+    """The masks this trial computes from its trained weights when it finishes.
+
+    Each is named after the trial that trains with it (``low-L3-s0`` is the
+    mask low level 3 uses). Dense feeds level 1 of both chains (iterative) or
+    every level (oneshot); a chain trial feeds its chain's next level.
+    """
+    wanted = set(exp.pruning.subnetworks)
+    chains = [c for c in ("low", "high") if c in wanted or (c == "low" and "reinit" in wanted)]
+    levels = range(1, exp.num_levels + 1)
+    if key.subnetwork == DENSE:
+        chosen = levels if exp.pruning.schedule == "oneshot" else levels[:1]
+        return [TrialKey(k, c, key.seed) for c in chains for k in chosen]
+    if key.subnetwork in ("low", "high") and exp.pruning.schedule == "iterative" and key.level < exp.num_levels:
+        return [TrialKey(key.level + 1, key.subnetwork, key.seed)]
+    return []
+
+
+@dataclass
+class Plan:
+    """All trials of an experiment, their dependencies and a run order."""
+
+    exp: Experiment
+
+    @cached_property
+    def _universe(self) -> set[TrialKey]:
+        """The trials the experiment asks for (dense included) plus their ancestors."""
+        exp, wanted = self.exp, set()
+        for seed in exp.seeds:
+            asked = [dense_key(seed)] + [TrialKey(k, s, seed) for s in exp.pruning.subnetworks for k in range(1, exp.num_levels + 1)]
+            for key in asked:
+                while key is not None and key not in wanted:
+                    wanted.add(key)
+                    key = parent(exp, key)
+        return wanted
+
+    @cached_property
+    def trials(self) -> list[TrialKey]:
+        """Every trial to run, highest priority first."""
+        return sorted(self._universe, key=self.priority)
+
+    @cached_property
+    def parents(self) -> dict[TrialKey, TrialKey | None]:
+        return {k: parent(self.exp, k) for k in self._universe}
+
+    @cached_property
+    def children(self) -> dict[TrialKey, list[TrialKey]]:
+        out: dict[TrialKey, list[TrialKey]] = {}
+        for k, p in sorted(self.parents.items()):
+            if p is not None:
+                out.setdefault(p, []).append(k)
+        return out
+
+    @cached_property
+    def height(self) -> dict[TrialKey, int]:
+        """Fine-tunes on the longest path from a trial to the end of the sweep, itself included."""
+        memo: dict[TrialKey, int] = {}
+        for k in sorted(self._universe, key=lambda k: -k.level):  # children before parents
+            memo[k] = 1 + max((memo[c] for c in self.children.get(k, [])), default=0)
+        return memo
+
+    def priority(self, key: TrialKey) -> tuple:
+        """Sort key: longest remaining path first, then seed, level, subnetwork."""
+        return (-self.height[key], key.seed, key.level, ORDER[key.subnetwork])
+
+    def descendants(self, key: TrialKey) -> list[TrialKey]:
+        out, todo = [], list(self.children.get(key, []))
+        while todo:
+            k = todo.pop()
+            out.append(k)
+            todo.extend(self.children.get(k, []))
+        return sorted(out, key=self.priority)
+
+    def ready(self, done: Iterable[TrialKey], started: Iterable[TrialKey]) -> list[TrialKey]:
+        """Trials not yet started whose parent is done, highest priority first."""
+        done, started = set(done), set(started)
+        return [k for k in self.trials if k not in started and k not in done and (self.parents[k] is None or self.parents[k] in done)]
+
+    # -- cost --------------------------------------------------------------
+    @property
+    def fine_tunes(self) -> int:
+        return len(self.trials)
+
+    @property
+    def critical_path(self) -> int:
+        return max(self.height[k] for k in self.trials)
+
+    @property
+    def naive_fine_tunes(self) -> int:
+        """Cost of a flat grid in which every trial re-runs its own chain prefix."""
+        total = 0
+        for k in self.trials:
+            depth, p = 1, self.parents[k]
+            while p is not None:
+                depth, p = depth + 1, parent(self.exp, p)
+            total += depth
+        return total
+
+    def makespan(self, slots: int, duration: float = 1.0, order: str = "priority") -> float:
+        """Simulated wall time with ``slots`` concurrent trials of equal ``duration``.
+
+        ``order="priority"`` is the searcher's rule; ``"level"`` is a flat grid
+        released level by level (the naive scheduler), for comparison.
+        """
+        rank = {k: i for i, k in enumerate(self.trials if order == "priority" else sorted(self.trials, key=lambda k: (k.level, k.seed, ORDER[k.subnetwork])))}
+        done: set[TrialKey] = set()
+        running: list[tuple[float, TrialKey]] = []
+        waiting = sorted(self.trials, key=rank.__getitem__)
+        now = 0.0
+        while waiting or running:
+            free = slots - len(running)
+            for k in [k for k in waiting if self.parents[k] is None or self.parents[k] in done][:free]:
+                waiting.remove(k)
+                heapq.heappush(running, (now + duration, k))
+            now, k = heapq.heappop(running)
+            done.add(k)
+            while running and running[0][0] <= now:
+                done.add(heapq.heappop(running)[1])
+        return now
+
+    def summary(self) -> dict:
+        """What ``lxsweep plan`` prints (and ``--json`` emits)."""
+        exp = self.exp
+        slots = exp.resources.max_concurrent_trials
+        out = {
+            "experiment": exp.name,
+            "hash": exp.hash,
+            "store": exp.store_name,
+            "seeds": exp.seeds,
+            "levels": [{"level": k, "sparsity": round(exp.sparsity(k), 6)} for k in range(exp.num_levels + 1)],
+            "subnetworks": exp.pruning.subnetworks,
+            "schedule": exp.pruning.schedule,
+            "fine_tunes": self.fine_tunes,
+            "critical_path": self.critical_path,
+            "naive_fine_tunes": self.naive_fine_tunes,
+            "trials": [
+                {"trial": k.name, "level": k.level, "subnetwork": k.subnetwork, "seed": k.seed,
+                 "sparsity": round(exp.sparsity(k.level), 6),
+                 "parent": self.parents[k].name if self.parents[k] else None}
+                for k in self.trials
+            ],
+        }
+        if slots:
+            out["makespan_fine_tunes"] = self.makespan(slots)
+        hours = exp.resources.fine_tune_hours
+        if hours:
+            gpus = exp.resources.workers_per_trial * max(exp.resources.gpus_per_worker, 0.0)
+            out["fine_tune_hours"] = hours
+            out["gpu_hours"] = round(self.fine_tunes * hours * max(gpus, 1.0), 2)
+            out["critical_path_hours"] = round(self.critical_path * hours, 2)
+            if slots:
+                out["wall_hours"] = round(self.makespan(slots, hours), 2)
+        return out

@@ -1,0 +1,486 @@
+"""Pruning core: scope, masks, magnitude/random pruning, mask files, mask enforcement.
+
+Pure functions of tensors and parameter names (DESIGN.md §5). A *mask* is a
+``dict[str, torch.BoolTensor]`` keyed by parameter name, True = kept, holding
+only the prunable tensors of the scope. Nothing here knows about Ray, W&B or the
+training loop; the trainer uses :class:`MaskEnforcer` to keep pruned weights at
+exactly zero.
+
+Selecting the weights to remove (magnitude and random pruning alike) is one
+routine, :func:`_remove_smallest`: every surviving weight gets a non-negative
+int32 *key*, and the ``count`` survivors with the smallest keys are removed. The
+k-th smallest key is found by a two-level radix histogram (high 16 bits, then
+low 16 bits inside the one bucket that holds it), so ~180M weights need three
+streaming passes, no sort, no ``torch.quantile`` and no full-size copy.
+
+Tie rule (documented, tested): among survivors with equal keys, the one that
+comes first in the *canonical order* is removed first. The canonical order is
+tensors sorted by parameter name, then row-major flat index inside a tensor.
+Results therefore never depend on the iteration order of the input mappings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import operator
+import os
+import re
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+__all__ = [
+    "ALL_GROUPS",
+    "SCOPE_GROUPS",
+    "KINDS",
+    "Mask",
+    "MaskEnforcer",
+    "full_mask",
+    "load_mask",
+    "magnitude_mask",
+    "prunable_names",
+    "prunable_parameters",
+    "random_mask",
+    "read_mask_metadata",
+    "removed_count",
+    "save_mask",
+    "sparsity",
+    "sparsity_report",
+]
+
+Mask = dict[str, Tensor]
+
+# A name matches a group when it is a ``.weight`` of that part of the encoder and
+# its module is not a LayerNorm. ``(?:lxmert\.)?`` also accepts a bare
+# LxmertModel. The 2-D check in prunable_names() is a second guard (LayerNorm
+# weights are 1-D), never the only one.
+_LAYER_WEIGHT = r"\.\d+\.(?:\w+\.)*(?!LayerNorm\.)\w+\.weight$"
+SCOPE_GROUPS: dict[str, str] = {
+    "language": r"^(?:lxmert\.)?encoder\.layer" + _LAYER_WEIGHT,
+    "vision": r"^(?:lxmert\.)?encoder\.r_layers" + _LAYER_WEIGHT,
+    "cross": r"^(?:lxmert\.)?encoder\.x_layers" + _LAYER_WEIGHT,
+    "pooler": r"^(?:lxmert\.)?pooler\.dense\.weight$",
+}
+ALL_GROUPS: tuple[str, ...] = ("language", "vision", "cross", "pooler")
+KINDS: tuple[str, ...] = ("low", "high")
+
+_INT32_MAX = 0x7FFFFFFF
+_HIGH_BUCKETS = 1 << 15  # high 16 bits of a non-negative int32 key
+_LOW_BUCKETS = 1 << 16
+
+_FORMAT_KEY = "lxsweep.mask.format"
+_SHAPES_KEY = "lxsweep.mask.shapes"
+_PACKED_FORMAT = "packbits-v1"
+
+
+# --------------------------------------------------------------------------- scope
+
+
+def _group_patterns(groups: Sequence[str]) -> list[re.Pattern[str]]:
+    if not groups:
+        raise ValueError(f"scope needs at least one group; choose from {list(SCOPE_GROUPS)}")
+    unknown = [g for g in groups if g not in SCOPE_GROUPS]
+    if unknown:
+        raise ValueError(f"unknown scope group(s) {unknown}; expected some of {list(SCOPE_GROUPS)}")
+    return [re.compile(SCOPE_GROUPS[g]) for g in dict.fromkeys(groups)]
+
+
+def prunable_names(tensors: Mapping[str, Tensor], groups: Sequence[str] = ALL_GROUPS) -> list[str]:
+    """Names of the prunable 2-D weights among ``tensors`` (a state dict or named parameters).
+
+    A name is prunable when it matches the regex of one of ``groups`` (see
+    :data:`SCOPE_GROUPS`) and its tensor is 2-D. Order follows ``tensors``.
+    Raises ValueError for an unknown group or when nothing matches.
+    """
+    if isinstance(groups, str):  # a lone group name, not a sequence of characters
+        groups = (groups,)
+    patterns = _group_patterns(groups)
+    names = [
+        name
+        for name, tensor in tensors.items()
+        if tensor.dim() == 2 and any(p.match(name) for p in patterns)
+    ]
+    if not names:
+        raise ValueError(
+            f"no prunable weights match scope groups {list(groups)}; "
+            "is this an LXMERT model (names like 'lxmert.encoder.layer.0.attention.self.query.weight')?"
+        )
+    return names
+
+
+def prunable_parameters(
+    model: torch.nn.Module, groups: Sequence[str] = ALL_GROUPS
+) -> dict[str, torch.nn.Parameter]:
+    """The model's prunable parameters by name, in the model's ``named_parameters()`` order.
+
+    ``groups`` selects a subset of "language", "vision", "cross", "pooler" (for
+    ablations). Embeddings, the visual feature projection (``visn_fc``), biases,
+    LayerNorm and the answer head are never included.
+    """
+    params = dict(model.named_parameters())
+    return {name: params[name] for name in prunable_names(params, groups)}
+
+
+# --------------------------------------------------------------------------- masks
+
+
+def full_mask(params: Mapping[str, Tensor]) -> Mask:
+    """A mask that keeps everything: one all-True CPU bool tensor per entry of ``params``."""
+    return {name: torch.ones(p.shape, dtype=torch.bool) for name, p in params.items()}
+
+
+def removed_count(fraction: float, total: int) -> int:
+    """How many of ``total`` weights a sparsity of ``fraction`` removes: ``round(fraction * total)``.
+
+    The single rounding rule for every mask kind, so the same level always
+    removes the same number of weights.
+    """
+    return int(round(fraction * total))
+
+
+def sparsity(mask: Mask) -> float:
+    """Fraction of the masked weights that are removed (False), over all tensors of ``mask``."""
+    total = sum(m.numel() for m in mask.values())
+    if total == 0:
+        raise ValueError("sparsity of an empty mask is undefined")
+    kept = sum(int(m.sum()) for m in mask.values())
+    return (total - kept) / total
+
+
+def sparsity_report(mask: Mask, total_parameters: int | None = None) -> dict:
+    """Kept/total/sparsity overall and per tensor (JSON-ready).
+
+    ``{"sparsity", "kept", "total", "tensors": {name: {"kept", "total", "sparsity"}}}``.
+    With ``total_parameters`` (all parameters of the model, prunable or not) it
+    also gives ``"sparsity_all_parameters"``: removed weights over that number.
+    """
+    tensors = {}
+    for name, m in mask.items():
+        kept, total = int(m.sum()), m.numel()
+        tensors[name] = {
+            "kept": kept,
+            "total": total,
+            "sparsity": (total - kept) / total if total else 0.0,
+        }
+    kept = sum(t["kept"] for t in tensors.values())
+    total = sum(t["total"] for t in tensors.values())
+    if total == 0:
+        raise ValueError("sparsity report of an empty mask is undefined")
+    report = {"sparsity": (total - kept) / total, "kept": kept, "total": total, "tensors": tensors}
+    if total_parameters is not None:
+        if total_parameters < total:
+            raise ValueError(
+                f"total_parameters={total_parameters} is smaller than the {total} masked weights"
+            )
+        report["sparsity_all_parameters"] = (total - kept) / total_parameters
+    return report
+
+
+# ------------------------------------------------------------------ the selection
+
+
+def _remove_smallest(
+    names: Sequence[str],
+    keys: Callable[[str], Tensor],
+    survivors: Mapping[str, Tensor],
+    count: int,
+) -> dict[str, Tensor]:
+    """Kept flags after removing the ``count`` survivors with the smallest keys.
+
+    ``names`` must be in canonical (sorted) order; ``keys(name)`` returns a fresh
+    1-D int32 tensor of non-negative keys and is called once per pass (three
+    passes), so keys are recomputed rather than held: peak extra memory is one
+    tensor's temporaries plus the output flags. ``survivors[name]`` is a 1-D
+    bool tensor (True = still kept). Equal keys: earlier canonical position goes
+    first. Returns 1-D bool tensors, a subset of ``survivors``.
+    """
+    if count == 0:
+        return {n: survivors[n].clone() for n in names}
+
+    # Pass 1: histogram of the high 16 bits; pruned entries go to a spare bucket.
+    high_hist = torch.zeros(_HIGH_BUCKETS + 1, dtype=torch.int64)
+    for n in names:
+        high = keys(n) >> 16
+        high.masked_fill_(survivors[n].logical_not(), _HIGH_BUCKETS)
+        high_hist += torch.bincount(high, minlength=_HIGH_BUCKETS + 1)
+    high_hist = high_hist[:_HIGH_BUCKETS]
+    high_cum = high_hist.cumsum(0)
+    if count > int(high_cum[-1]):
+        raise ValueError(f"cannot remove {count} weights: only {int(high_cum[-1])} survive")
+    bucket = int(torch.searchsorted(high_cum, count))
+    rest = count - int(high_cum[bucket] - high_hist[bucket])  # still to remove inside `bucket`
+
+    # Pass 2: histogram of the low 16 bits inside that one bucket.
+    low_hist = torch.zeros(_LOW_BUCKETS, dtype=torch.int64)
+    for n in names:
+        key = keys(n)
+        inside = (key >> 16) == bucket
+        inside &= survivors[n]
+        low_hist += torch.bincount(key[inside] & 0xFFFF, minlength=_LOW_BUCKETS)
+    low_cum = low_hist.cumsum(0)
+    low = int(torch.searchsorted(low_cum, rest))
+    threshold = (bucket << 16) | low
+    ties_left = rest - int(low_cum[low] - low_hist[low])  # equal-to-threshold keys to remove
+
+    # Pass 3: keep keys >= threshold, then remove the first `ties_left` ties in canonical order.
+    kept = {}
+    for n in names:
+        key = keys(n)
+        flags = key >= threshold
+        flags &= survivors[n]
+        if ties_left:
+            tie_positions = torch.nonzero((key == threshold) & flags).view(-1)[:ties_left]
+            flags[tie_positions] = False
+            ties_left -= tie_positions.numel()
+        kept[n] = flags
+    assert ties_left == 0, "radix select lost track of the threshold ties"
+    return kept
+
+
+def _check_sparsity(value: float) -> None:
+    if not 0.0 <= value < 1.0:  # also rejects NaN
+        raise ValueError(f"sparsity must be in [0, 1), got {value!r}")
+
+
+def _still_to_remove(flags: Sequence[Tensor], sparsity: float, what: str) -> int:
+    # Pruning is only ever *to* a sparsity: a mask never gets weights back.
+    total = sum(f.numel() for f in flags)
+    already = total - sum(int(f.sum()) for f in flags)
+    target = removed_count(sparsity, total)
+    if target < already:
+        raise ValueError(
+            f"{what} already has sparsity {already / total:.4f} > requested {sparsity}; "
+            "masks only ever remove more weights"
+        )
+    return target - already
+
+
+def _flat_float32(weight: Tensor) -> Tensor:
+    # A view for CPU float32 weights; one tensor's copy otherwise (GPU, bf16, fp16).
+    return weight.detach().to(device="cpu", dtype=torch.float32).reshape(-1)
+
+
+def magnitude_mask(
+    weights: Mapping[str, Tensor],
+    current: Mask,
+    sparsity: float,
+    kind: str = "low",
+    layerwise: bool = False,
+) -> Mask:
+    """Prune survivors of ``current`` by magnitude until ``sparsity`` of all weights is removed.
+
+    ``kind="low"`` removes the smallest surviving ``|w|`` (the lottery ticket),
+    ``kind="high"`` the largest. ``sparsity`` is the fraction of *all* prunable
+    weights removed after this step (not of the survivors); exactly
+    ``removed_count(sparsity, total)`` weights are removed overall (global,
+    default) or per tensor (``layerwise=True``). Only survivors are removed, so
+    the result is a subset of ``current``. Equal magnitudes: the weight earlier
+    in canonical order (tensor name sorted, then flat index) is removed first.
+
+    Raises ValueError for a sparsity outside [0, 1) or below what ``current``
+    already removes, an unknown kind, mismatched names/shapes, or NaN weights.
+    Returns new CPU bool tensors in the order of ``weights``.
+    """
+    _check_sparsity(sparsity)
+    if kind not in KINDS:
+        raise ValueError(f"unknown pruning kind {kind!r}; expected one of {list(KINDS)}")
+    if set(weights) != set(current):
+        only_w = sorted(set(weights) - set(current))
+        only_m = sorted(set(current) - set(weights))
+        raise ValueError(
+            f"weights and mask name different tensors: only in weights {only_w}, only in mask {only_m}"
+        )
+    survivors = {}
+    for name, w in weights.items():
+        m = current[name]
+        if m.shape != w.shape or m.dtype != torch.bool:
+            raise ValueError(
+                f"mask for {name} must be a bool tensor of shape {tuple(w.shape)}, "
+                f"got {m.dtype} {tuple(m.shape)}"
+            )
+        if torch.isnan(w).any():
+            raise ValueError(f"weights of {name} contain NaN; cannot rank magnitudes")
+        survivors[name] = m.detach().to("cpu").reshape(-1)
+
+    def keys(name: str) -> Tensor:
+        # Non-negative IEEE-754 floats order exactly like their bit patterns, so
+        # |w| as int32 bits is an exact, monotone integer key.
+        key = _flat_float32(weights[name]).view(torch.int32) & _INT32_MAX
+        if kind == "high":
+            key.bitwise_xor_(_INT32_MAX)  # == INT32_MAX - key: largest magnitude sorts first
+        return key
+
+    names = sorted(weights)
+    if layerwise:
+        kept: dict[str, Tensor] = {}
+        for name in names:
+            count = _still_to_remove([survivors[name]], sparsity, name)
+            kept.update(_remove_smallest([name], keys, survivors, count))
+    else:
+        count = _still_to_remove(list(survivors.values()), sparsity, "current mask")
+        kept = _remove_smallest(names, keys, survivors, count)
+    return {name: kept[name].view(weights[name].shape) for name in weights}
+
+
+def _rng_seed(seed: int, level: int, name: str) -> int:
+    # Canonical JSON, not str() or hash(): stable across runs, processes and Python versions.
+    text = json.dumps(["random-mask", seed, level, name])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+def random_mask(shapes: Mapping[str, torch.Size], sparsity: float, seed: int, level: int) -> Mask:
+    """A global uniformly random mask removing exactly ``removed_count(sparsity, total)`` weights.
+
+    Each weight gets an independent uniform 31-bit key from a ``torch.Generator``
+    seeded from ``(seed, level, tensor name)``; the smallest keys are removed
+    (ties, rare, by canonical order). Identical for the same ``(seed, level)``,
+    independent of the mapping's order; different seeds or levels differ.
+    """
+    _check_sparsity(sparsity)
+    seed, level = operator.index(seed), operator.index(level)  # no silent float truncation
+    sizes = {name: math.prod(shape) for name, shape in shapes.items()}
+
+    def keys(name: str) -> Tensor:
+        generator = torch.Generator().manual_seed(_rng_seed(seed, level, name))
+        return torch.randint(0, _INT32_MAX, (sizes[name],), generator=generator, dtype=torch.int32)
+
+    names = sorted(shapes)
+    survivors = {name: torch.ones(sizes[name], dtype=torch.bool) for name in names}
+    kept = _remove_smallest(names, keys, survivors, removed_count(sparsity, sum(sizes.values())))
+    return {name: kept[name].view(tuple(shape)) for name, shape in shapes.items()}
+
+
+# --------------------------------------------------------------------------- files
+
+
+def save_mask(mask: Mask, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """Write ``mask`` to a safetensors file, bit-packed (1 bit per weight), atomically.
+
+    Each tensor is stored as ``np.packbits`` of its flattened flags (uint8); the
+    shapes and the name order go into the file's metadata together with the
+    caller's string ``metadata``. The file is written beside ``path`` under a
+    temporary name and moved into place, so readers see the old file or the new
+    one, never half of one.
+    """
+    metadata = dict(metadata or {})
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ValueError(f"mask metadata must map str to str, got {key!r}: {value!r}")
+        if key.startswith("lxsweep.mask."):
+            raise ValueError(f"metadata key {key!r} is reserved for the mask format")
+    packed, shapes = {}, {}
+    for name, m in mask.items():
+        if m.dtype != torch.bool:
+            raise ValueError(f"mask for {name} must be bool, got {m.dtype}")
+        flags = m.detach().to("cpu").contiguous().numpy().reshape(-1)
+        packed[name] = torch.from_numpy(np.packbits(flags))
+        shapes[name] = list(m.shape)
+    metadata[_FORMAT_KEY] = _PACKED_FORMAT
+    metadata[_SHAPES_KEY] = json.dumps(shapes)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        save_file(packed, str(tmp), metadata=metadata)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # the rename must not outlive the data on a crash
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_mask(path: str | os.PathLike) -> Mask:
+    """Read a mask written by :func:`save_mask` (or a safetensors file of bool tensors).
+
+    Returns CPU bool tensors with the saved names, order and shapes.
+    """
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        if meta.get(_FORMAT_KEY) is None:
+            return {name: _require_bool(f.get_tensor(name), name, path) for name in f.keys()}
+        if meta[_FORMAT_KEY] != _PACKED_FORMAT:
+            raise ValueError(
+                f"{path}: unknown mask format {meta[_FORMAT_KEY]!r}, expected {_PACKED_FORMAT!r}"
+            )
+        shapes = json.loads(meta[_SHAPES_KEY])
+        mask = {}
+        for name, shape in shapes.items():
+            numel = math.prod(shape)
+            bits = np.unpackbits(f.get_tensor(name).numpy(), count=numel)
+            mask[name] = torch.from_numpy(bits.view(np.bool_)).reshape(shape)
+        return mask
+
+
+def _require_bool(tensor: Tensor, name: str, path: str | os.PathLike) -> Tensor:
+    if tensor.dtype != torch.bool:
+        raise ValueError(f"{path}: {name} is {tensor.dtype}; a mask file holds bool or bit-packed tensors")
+    return tensor
+
+
+def read_mask_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The caller's metadata stored with a mask by :func:`save_mask` (format keys left out)."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return {k: v for k, v in meta.items() if not k.startswith("lxsweep.mask.")}
+
+
+# ---------------------------------------------------------------------- enforcing
+
+
+class MaskEnforcer:
+    """Keeps pruned weights exactly zero during training.
+
+    ``MaskEnforcer(model, mask)`` resolves mask names to the model's parameters
+    (KeyError naming any that are missing), keeps float masks on each
+    parameter's device and dtype, and zeroes the pruned entries at once. Then,
+    every step::
+
+        loss.backward()
+        enforcer.zero_grads()   # before clipping / optimizer.step()
+        optimizer.step()
+        enforcer.apply()        # after optimizer.step()
+
+    ``zero_grads`` keeps gradients (hence Adam moments) of pruned weights at
+    zero; ``apply`` undoes what weight decay or existing optimizer state did to
+    them. Both are one fused ``torch._foreach_mul_`` call over all tensors.
+    Build the enforcer after moving the model to its device.
+    """
+
+    def __init__(self, model: torch.nn.Module, mask: Mask) -> None:
+        params = dict(model.named_parameters())
+        missing = [name for name in mask if name not in params]
+        if missing:
+            raise KeyError(f"mask names {len(missing)} parameter(s) the model does not have: {missing[:5]}")
+        self.names: list[str] = list(mask)
+        self._params: list[torch.nn.Parameter] = [params[n] for n in self.names]
+        self._masks: list[Tensor] = []
+        for name, param in zip(self.names, self._params):
+            if mask[name].shape != param.shape:
+                raise ValueError(
+                    f"mask for {name} has shape {tuple(mask[name].shape)}, parameter has {tuple(param.shape)}"
+                )
+            self._masks.append(mask[name].to(device=param.device, dtype=param.dtype))
+        self.apply()
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """Multiply the weights by their masks in place (call after ``optimizer.step()``)."""
+        torch._foreach_mul_(self._params, self._masks)
+
+    @torch.no_grad()
+    def zero_grads(self) -> None:
+        """Multiply existing gradients by the masks (call after backward, before clip/step)."""
+        pairs = [(p.grad, m) for p, m in zip(self._params, self._masks) if p.grad is not None]
+        if pairs:
+            grads, masks = zip(*pairs)
+            torch._foreach_mul_(list(grads), list(masks))

@@ -1,0 +1,175 @@
+"""The store: one experiment's directory on local disk, NFS or object storage.
+
+Layout (``<storage>/<name>-<hash>/``)::
+
+    experiment.yaml           the resolved experiment (what the hash covers and more)
+    trials/<trial>/metrics.json   a trial's final metrics: its durable "done" marker
+    trials/<trial>/history.json   per-epoch metrics
+    trials/<trial>/failed.json    why a trial failed for good (removed on success)
+    masks/<trial>.safetensors     the mask trial <trial> trains with (bit-packed)
+    rewind/<name>.safetensors     rewind-point weights (rewind.to: step)
+    pretrained-<hash>/            the synthetic task's pretrained rewind point
+    ray/                          Ray Tune/Train state and checkpoints
+    report/                       results.csv, results.md, accuracy_vs_sparsity.png
+
+Every write is atomic (temp file + rename locally; object stores put whole
+objects), so a crash never leaves a half-written marker that reads as done.
+Local paths and NFS use the filesystem directly; ``s3://`` and ``gs://``
+go through ``pyarrow.fs``, the same layer Ray's own storage uses.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from lxsweep.config import Experiment
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+class Store:
+    """Read and write an experiment's artifacts by relative path."""
+
+    def __init__(self, root: str):
+        if root.startswith("file://"):
+            root = root[len("file://"):]
+        self.uri = is_uri(root)
+        if self.uri:
+            import pyarrow.fs as pafs
+
+            self._fs, self._base = pafs.FileSystem.from_uri(root.rstrip("/"))
+            self.root = root.rstrip("/")
+        else:
+            self._fs, self._base = None, ""
+            self.root = str(Path(root).expanduser().resolve())
+
+    @classmethod
+    def for_experiment(cls, exp: Experiment) -> "Store":
+        storage = exp.storage.rstrip("/")
+        return cls(f"{storage}/{exp.store_name}")
+
+    def __repr__(self) -> str:
+        return f"Store({self.root!r})"
+
+    def path(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def _remote(self, rel: str) -> str:
+        return f"{self._base}/{rel}" if rel else self._base
+
+    # -- bytes -------------------------------------------------------------
+    def exists(self, rel: str) -> bool:
+        if not self.uri:
+            return os.path.exists(self.path(rel))
+        import pyarrow.fs as pafs
+
+        return self._fs.get_file_info(self._remote(rel)).type != pafs.FileType.NotFound
+
+    def read_bytes(self, rel: str) -> bytes:
+        if not self.uri:
+            return Path(self.path(rel)).read_bytes()
+        with self._fs.open_input_stream(self._remote(rel)) as f:
+            return f.read()
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        if self.uri:
+            with self._fs.open_output_stream(self._remote(rel)) as f:
+                f.write(data)
+            return
+        target = Path(self.path(rel))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def delete(self, rel: str) -> None:
+        if not self.exists(rel):
+            return
+        if self.uri:
+            self._fs.delete_file(self._remote(rel))
+        else:
+            os.unlink(self.path(rel))
+
+    def listdir(self, rel: str) -> list[str]:
+        """Names directly under ``rel`` (empty if it does not exist)."""
+        if not self.uri:
+            p = Path(self.path(rel))
+            return sorted(x.name for x in p.iterdir()) if p.is_dir() else []
+        import pyarrow.fs as pafs
+
+        sel = pafs.FileSelector(self._remote(rel), allow_not_found=True)
+        return sorted(Path(i.path).name for i in self._fs.get_file_info(sel))
+
+    # -- JSON --------------------------------------------------------------
+    def read_json(self, rel: str) -> Any:
+        return json.loads(self.read_bytes(rel))
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        self.write_bytes(rel, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+    # -- directories (pretrained models) -----------------------------------
+    def upload_dir(self, local: str | Path, rel: str) -> None:
+        """Copy a local directory into the store; it appears complete or not at all locally."""
+        local = Path(local)
+        if not self.uri:
+            target = Path(self.path(rel))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+            shutil.copytree(local, tmp, dirs_exist_ok=True)
+            try:
+                os.rename(tmp, target)
+            except OSError:  # another process finished the same (deterministic) copy first
+                shutil.rmtree(tmp, ignore_errors=True)
+            return
+        for f in sorted(local.rglob("*")):
+            if f.is_file():
+                self.write_bytes(f"{rel}/{f.relative_to(local).as_posix()}", f.read_bytes())
+
+    def local_dir(self, rel: str, cache: str | Path | None = None) -> Path:
+        """A local directory holding ``rel``: the store itself, or a downloaded copy."""
+        if not self.uri:
+            return Path(self.path(rel))
+        import pyarrow.fs as pafs
+
+        cache = Path(cache or tempfile.gettempdir()) / "lxsweep-cache" / Path(self.root).name / rel
+        if not cache.is_dir():
+            tmp = Path(tempfile.mkdtemp(prefix="lxsweep-dl-"))
+            sel = pafs.FileSelector(self._remote(rel), recursive=True)
+            for info in self._fs.get_file_info(sel):
+                if info.type == pafs.FileType.File:
+                    dest = tmp / Path(info.path).relative_to(self._remote(rel))
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    with self._fs.open_input_stream(info.path) as src:
+                        dest.write_bytes(src.read())
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(tmp, cache)
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return cache
+
+
+def trial_dir(name: str) -> str:
+    return f"trials/{name}"
+
+
+def metrics_path(name: str) -> str:
+    return f"trials/{name}/metrics.json"
+
+
+def mask_path(name: str) -> str:
+    return f"masks/{name}.safetensors"

@@ -1,0 +1,269 @@
+"""The sweep: the plan's DAG on Ray Tune, every trial a Ray Train job.
+
+This is the only module that imports ``ray.tune``. The searcher releases a
+trial when its parent is done (longest remaining path first); each Tune trial
+is a small driver function that runs a ``TorchTrainer`` of
+:func:`lxsweep.train.run_trial` (Ray Train V2 runs inside Tune function
+trials). Completion is durable in the store (``metrics.json`` per trial), so
+any re-launch continues where the last one stopped; an interrupted trial's
+Train run has a deterministic name and resumes from its last checkpoint.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from lxsweep.config import Experiment, from_dict
+from lxsweep.plan import Plan, TrialKey
+from lxsweep.store import Store, metrics_path
+
+DRIVER_RESOURCE = "driver_slot"
+STATUS_SECONDS = 10.0
+
+
+# -- the Ray Train worker -----------------------------------------------------
+
+
+def _experiment_from(config: dict) -> Experiment:
+    exp = from_dict(config["experiment"], config.get("source", "<sweep>"))
+    exp.source = config.get("source", "<sweep>")
+    return exp
+
+
+def train_worker(config: dict) -> None:
+    """Ray Train's ``train_loop_per_worker``: run the trial, reporting every epoch with a checkpoint."""
+    import torch
+    import ray.train
+
+    from lxsweep.train import run_trial
+    from lxsweep.tracking import TrialTracker
+
+    exp = _experiment_from(config)
+    key = TrialKey.parse(config["trial"])
+    store = Store(config["store"])
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+
+    resume_state = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            resume_state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
+
+    tracker = TrialTracker(exp, key, store) if rank == 0 else None
+
+    def report(metrics: dict, state: Optional[dict]) -> None:
+        flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        if tracker:
+            tracker.log_epoch(flat)
+        if rank == 0 and state is not None:
+            with tempfile.TemporaryDirectory(prefix="lxsweep-ckpt-") as tmp:
+                torch.save(state, Path(tmp) / "state.pt")
+                ray.train.report(flat, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        else:
+            ray.train.report(flat)
+
+    def log(line: str) -> None:
+        print(f"[lxsweep] {line}", flush=True)
+
+    ok = False
+    try:
+        final = run_trial(exp, key, store, report=report, resume_state=resume_state, log=log)
+        ok = True
+        if tracker:
+            tracker.finish_trial(final)
+    finally:
+        if tracker:
+            tracker.close(ok)
+
+
+def trial_driver(config: dict) -> None:
+    """A Tune function trial: one ``TorchTrainer`` run of one trial key."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    exp = _experiment_from(config)
+    r = exp.resources
+    store = Store(config["store"])
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(
+            num_workers=r.workers_per_trial,
+            use_gpu=r.gpus_per_worker > 0,
+            resources_per_worker={"CPU": r.cpus_per_worker, **({"GPU": r.gpus_per_worker} if r.gpus_per_worker > 0 else {})},
+        ),
+        run_config=RunConfig(
+            name=f"train-{config['trial']}",  # deterministic: a re-run resumes from this run's checkpoint
+            storage_path=store.path("ray"),
+            failure_config=FailureConfig(max_failures=r.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    trainer.fit()
+    if not store.exists(metrics_path(config["trial"])):
+        raise RuntimeError(f"trial {config['trial']} ended without writing {metrics_path(config['trial'])}")
+
+
+# -- the searcher -------------------------------------------------------------
+
+
+def _make_searcher(plan: Plan, store: Store, base_config: dict):
+    from ray.tune.search import Searcher
+
+    class DagSearcher(Searcher):
+        """Releases a trial once its parent is done, highest remaining path first.
+
+        Returns ``None`` while nothing is ready but trials run, and
+        ``Searcher.FINISHED`` when nothing is ready and nothing runs (a None
+        then would make Tune wait forever).
+        """
+
+        def __init__(self):
+            super().__init__()
+            self.done: set[TrialKey] = {k for k in plan.trials if store.exists(metrics_path(k.name))}
+            self.already_done = set(self.done)
+            self.running: dict[str, TrialKey] = {}
+            self.failed: dict[TrialKey, str] = {}
+            self.skipped: set[TrialKey] = set()
+
+        def set_search_properties(self, metric, mode, config, **spec) -> bool:
+            return True
+
+        def suggest(self, trial_id: str) -> Any:
+            blocked = self.done | set(self.running.values()) | set(self.failed) | self.skipped
+            ready = plan.ready(self.done, blocked)
+            if not ready:
+                return None if self.running else Searcher.FINISHED
+            key = ready[0]
+            self.running[trial_id] = key
+            return {**base_config, "trial": key.name}
+
+        def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
+            key = self.running.pop(trial_id, None)
+            if key is None:
+                return
+            if not error and store.exists(metrics_path(key.name)):
+                self.done.add(key)
+                return
+            self.failed[key] = "error" if error else "no metrics.json"
+            for d in plan.descendants(key):
+                if d not in self.done:
+                    self.skipped.add(d)
+
+        def save(self, checkpoint_path: str) -> None:
+            with open(checkpoint_path, "wb") as f:
+                pickle.dump({"done": self.done, "failed": self.failed, "skipped": self.skipped}, f)
+
+        def restore(self, checkpoint_path: str) -> None:
+            with open(checkpoint_path, "rb") as f:
+                state = pickle.load(f)
+            # The store is the source of truth for completion; the pickle adds failures.
+            self.done |= state["done"]
+            self.failed.update(state["failed"])
+            self.skipped |= state["skipped"]
+
+    return DagSearcher()
+
+
+# -- launching ----------------------------------------------------------------
+
+
+def _connect(address: Optional[str], exp: Experiment) -> None:
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    env = {"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")}}
+    if address:
+        ray.init(address=address, log_to_driver=False, runtime_env=env)
+        if ray.cluster_resources().get(DRIVER_RESOURCE, 0) < 1:
+            ray.shutdown()
+            raise RuntimeError(
+                f"the Ray cluster at {address} declares no '{DRIVER_RESOURCE}' resource, so no trial could start; "
+                f"start its nodes with --resources='{{\"{DRIVER_RESOURCE}\": 8}}' (cluster.yaml does)"
+            )
+    else:
+        ray.init(resources={DRIVER_RESOURCE: 64}, log_to_driver=False, include_dashboard=False, runtime_env=env)
+
+
+def _concurrency(exp: Experiment) -> int:
+    """Trials at once: the experiment's limit, else as many worker groups as the cluster fits."""
+    import ray
+
+    r = exp.resources
+    if r.max_concurrent_trials:
+        return r.max_concurrent_trials
+    res = ray.cluster_resources()
+    fits = []
+    if r.gpus_per_worker > 0:
+        fits.append(res.get("GPU", 0) / (r.gpus_per_worker * r.workers_per_trial))
+    if r.cpus_per_worker > 0:
+        fits.append(res.get("CPU", 0) / (r.cpus_per_worker * r.workers_per_trial))
+    return max(1, int(min(fits))) if fits else 1
+
+
+def launch(exp: Experiment, address: Optional[str] = None, resume: bool = False, progress: bool = True) -> int:
+    """Run every trial of ``exp`` not yet in its store; returns the process exit code."""
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    import ray
+    from ray import tune
+
+    from lxsweep.status import StatusCallback, summary_lines
+    from lxsweep.train import rewind_point
+
+    store = Store.for_experiment(exp)
+    plan = Plan(exp)
+    store.write_bytes("experiment.yaml", yaml.safe_dump({**exp.to_dict(), "hash": exp.hash}, sort_keys=False).encode())
+    print(f"lxsweep: {exp.name} ({exp.hash}): {plan.fine_tunes} trials, critical path {plan.critical_path}; store {store.root}")
+    _connect(address, exp)
+    try:
+        rewind_point(exp, store, log=lambda s: print(f"lxsweep: {s}"))  # once, before trials race for it
+        base = {"experiment": exp.to_dict(), "source": exp.source, "store": store.root}
+        searcher = _make_searcher(plan, store, base)
+        if searcher.already_done:
+            print(f"lxsweep: {len(searcher.already_done)} of {plan.fine_tunes} trials already in the store; "
+                  f"{'resuming' if resume else 'continuing'}")
+        status = StatusCallback(store, plan, searcher, progress=progress, every=STATUS_SECONDS)
+        tuner = tune.Tuner(
+            tune.with_resources(trial_driver, {"cpu": 0, DRIVER_RESOURCE: 1}),
+            tune_config=tune.TuneConfig(
+                search_alg=searcher, num_samples=-1, max_concurrent_trials=_concurrency(exp), reuse_actors=True,
+                trial_name_creator=lambda t: t.config.get("trial", t.trial_id),
+                trial_dirname_creator=lambda t: f"{t.config.get('trial', 'trial')}-{t.trial_id}",
+            ),
+            run_config=tune.RunConfig(
+                name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=store.path("ray"),
+                callbacks=[status], verbose=0,
+            ),
+        )
+        tuner.fit()
+        status.final()
+    finally:
+        ray.shutdown()
+    failed, skipped = searcher.failed, searcher.skipped
+    for key, why in failed.items():
+        store.write_json(f"trials/{key.name}/failed.json", {"trial": key.name, "error": why, "at": time.time()})
+    from lxsweep.report import write_report
+
+    paths = write_report(store) if searcher.done else []
+    for line in summary_lines(store, plan):
+        print(line)
+    for p in paths:
+        print(f"report: {p}")
+    if failed or skipped:
+        print(f"lxsweep: {len(failed)} trial(s) failed: {', '.join(k.name for k in sorted(failed))}", file=sys.stderr)
+        if skipped:
+            print(f"lxsweep: {len(skipped)} skipped because a parent failed: {', '.join(k.name for k in sorted(skipped))}", file=sys.stderr)
+        print(f"lxsweep: fix the cause and re-launch: finished trials are kept in {store.root}", file=sys.stderr)
+        return 1
+    return 0

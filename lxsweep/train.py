@@ -1,0 +1,447 @@
+"""One trial: fine-tune from the rewind point with a mask, evaluate, write the child masks.
+
+:func:`run_trial` is the only training loop in lxsweep. ``lxsweep trial`` calls
+it directly; a Ray Train worker calls it with a ``report`` hook and a resume
+state. It imports no Ray: distributed training is plain ``torch.distributed``
+(DDP), initialised by whoever launched the workers.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import socket
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from lxsweep import model as lxmodel
+from lxsweep import pruning
+from lxsweep.config import DENSE, Experiment, canonical_hash
+from lxsweep.data import VQADataset, VQASplit
+from lxsweep.data.loader import make_loader, tokenize
+from lxsweep.metric import score
+from lxsweep.plan import TrialKey, child_masks, mask_source, parent, validate_key
+from lxsweep.store import Store, mask_path, metrics_path
+
+Report = Callable[[dict, Optional[dict]], None]  # (epoch metrics, checkpoint state or None)
+
+FAULT_ENV = "LXSWEEP_FAULT"  # "<trial>:<epoch>": hard-exit a worker once after that epoch (fault-injection tests)
+
+
+# -- environment --------------------------------------------------------------
+
+
+@dataclass
+class Runtime:
+    """Where this process trains: device, rank, world size, and the GPU recipe."""
+
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    autocast_dtype: Optional[torch.dtype] = None  # bf16 on GPU (precision auto/bf16)
+    fused_adamw: bool = False
+    pin_memory: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def runtime(exp: Experiment) -> Runtime:
+    """Device selection and the training recipe: bf16/fused AdamW/TF32/pinned memory on GPU, fp32 on CPU."""
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        bf16 = exp.training.precision in ("auto", "bf16") and torch.cuda.is_bf16_supported()
+        return Runtime(device, rank, world, torch.bfloat16 if bf16 else None, fused_adamw=True, pin_memory=True)
+    if exp.training.precision == "bf16":
+        return Runtime(torch.device("cpu"), rank, world, torch.bfloat16)
+    # Same thread count in `lxsweep trial` and in a Ray worker: CPU results then match bit for bit.
+    torch.set_num_threads(max(1, int(exp.resources.cpus_per_worker)))
+    return Runtime(torch.device("cpu"), rank, world)
+
+
+def trial_seed(key: TrialKey, purpose: str) -> int:
+    """A 31-bit seed derived from the trial key and a purpose (canonical JSON, stable everywhere)."""
+    return int(canonical_hash([key.seed, key.level, key.subnetwork, purpose], 8), 16) & 0x7FFFFFFF
+
+
+# -- data ---------------------------------------------------------------------
+
+
+def load_dataset(exp: Experiment, purpose: str = "finetune") -> VQADataset:
+    """The experiment's data (synthetic or a prepared VQA store), limits applied."""
+    if exp.data.source == "synthetic":
+        from lxsweep.data.synthetic import synthetic_dataset
+
+        ds = synthetic_dataset(exp.data.synthetic, purpose)
+    else:
+        from lxsweep.data.vqa import load_vqa_store
+
+        ds = load_vqa_store(exp.data.path, exp.data.train_split, exp.data.valid_split)
+    if exp.data.limit_train and exp.data.limit_train < len(ds.train):
+        ds.train = ds.train.subset(np.arange(exp.data.limit_train))
+    if exp.data.limit_valid and exp.data.limit_valid < len(ds.valid):
+        ds.valid = ds.valid.subset(np.arange(exp.data.limit_valid))
+    return ds
+
+
+# -- the rewind point ---------------------------------------------------------
+
+
+def pretrained_name(exp: Experiment) -> str:
+    """Store directory of the synthetic task's pretrained model (hash of what makes it)."""
+    d = exp.result_dict()
+    what = {"model": d["model"], "data": d["data"], "training": d["training"]}
+    return f"pretrained-{canonical_hash(what)}"
+
+
+def rewind_point(exp: Experiment, store: Store, log: Callable[[str], None] = print) -> str:
+    """Model directory (or hub name) every trial starts from; pretrains the synthetic one once.
+
+    The embedded default has no published checkpoint, so a pretraining stage
+    on a disjoint split of the synthetic task stands in for LXMERT's
+    pretraining (the paper rewinds to pretrained weights, not to a random
+    init). It is deterministic and cached in the store under its own hash.
+    """
+    if exp.model.pretrained:
+        return exp.model.pretrained
+    name = pretrained_name(exp)
+    if not store.exists(f"{name}/config.json"):
+        with tempfile.TemporaryDirectory(prefix="lxsweep-pretrain-") as tmp:
+            _pretrain(exp, Path(tmp), log)
+            store.upload_dir(tmp, name)
+    return str(store.local_dir(name))
+
+
+def _pretrain(exp: Experiment, out: Path, log: Callable[[str], None]) -> None:
+    from lxsweep.data.synthetic import vocabulary, write_tokenizer
+
+    t0 = time.time()
+    write_tokenizer(out)
+    tokenizer = lxmodel.load_tokenizer(str(out))
+    data = load_dataset(exp, "pretrain")
+    seed = exp.data.synthetic.seed
+    model = lxmodel.build_tiny(exp.model.config, data.num_answers, len(vocabulary()), exp.data.synthetic.feat_dim, seed)
+    rt = runtime(exp)
+    if exp.model.pretrain_epochs:
+        key = TrialKey(0, "pretrain", seed)
+        fit = _Fit(exp, rt, model, None, data, tokenizer, key, epochs=exp.model.pretrain_epochs)
+        history = fit.run(report=None, log=log)
+        log(f"pretrained the rewind point: {exp.model.pretrain_epochs} epochs on a disjoint split, "
+            f"accuracy {history[-1]['accuracy']:.3f} ({time.time() - t0:.1f}s)")
+    lxmodel.save(model, tokenizer, out)
+
+
+# -- masks --------------------------------------------------------------------
+
+
+def _save_mask(store: Store, name: str, mask: pruning.Mask, meta: dict) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "mask.safetensors"
+        pruning.save_mask(mask, path, {k: json.dumps(v) for k, v in meta.items()})
+        store.write_bytes(mask_path(name), path.read_bytes())
+
+
+def _load_mask(store: Store, name: str) -> pruning.Mask:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "mask.safetensors"
+        path.write_bytes(store.read_bytes(mask_path(name)))
+        return pruning.load_mask(path)
+
+
+def trial_mask(exp: Experiment, key: TrialKey, store: Store, model: torch.nn.Module) -> Optional[pruning.Mask]:
+    """The mask this trial trains with: none (dense), seeded random, or its parent's child mask."""
+    if key.level == 0:
+        return None
+    params = pruning.prunable_parameters(model, exp.pruning.scope)
+    if key.subnetwork == "random":
+        mask = pruning.random_mask({n: p.shape for n, p in params.items()}, exp.sparsity(key.level), key.seed, key.level)
+        _save_mask(store, key.name, mask, {"trial": key.name, "kind": "random"})
+        return mask
+    source = mask_source(exp, key)
+    if not store.exists(mask_path(source)):
+        raise FileNotFoundError(
+            f"trial {key.name} needs mask {mask_path(source)} in {store.root}; run {parent(exp, key)} first"
+        )
+    return _load_mask(store, source)
+
+
+def write_child_masks(exp: Experiment, key: TrialKey, store: Store, model: torch.nn.Module, mask: Optional[pruning.Mask]) -> list[str]:
+    """Compute and store the masks this trial's trained weights define (DESIGN §4 step 5)."""
+    children = child_masks(exp, key)
+    if not children:
+        return []
+    weights = {n: p.detach() for n, p in pruning.prunable_parameters(model, exp.pruning.scope).items()}
+    current = mask if mask is not None else pruning.full_mask(weights)
+    written = []
+    for child in children:
+        child_mask = pruning.magnitude_mask(weights, current, exp.sparsity(child.level), child.subnetwork, exp.pruning.layerwise)
+        _save_mask(store, child.name, child_mask, {"trial": child.name, "kind": child.subnetwork, "from": key.name})
+        written.append(child.name)
+    return written
+
+
+# -- the loop -----------------------------------------------------------------
+
+
+class _Fit:
+    """Fine-tuning state of one trial: model, optimizer, schedule, data, mask."""
+
+    def __init__(self, exp: Experiment, rt: Runtime, model, mask, data: VQADataset, tokenizer, key: TrialKey, epochs: int):
+        self.exp, self.rt, self.key, self.data, self.epochs = exp, rt, key, data, epochs
+        t = exp.training
+        self.model = model.to(rt.device)
+        self.enforcer = pruning.MaskEnforcer(self.model, mask) if mask else None
+        self.train_tokens = tokenize(tokenizer, data.train.questions, exp.data.max_tokens)
+        self.valid_tokens = tokenize(tokenizer, data.valid.questions, exp.data.max_tokens)
+        self.steps_per_epoch = math.ceil(len(data.train) / (t.batch_size * rt.world))
+        self.total_steps = self.steps_per_epoch * epochs
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=t.lr, fused=rt.fused_adamw or None,
+        )
+        warm = int(t.warmup * self.total_steps)
+
+        def lr_lambda(step: int) -> float:  # linear warmup, then linear decay (LXMERT's BertAdam schedule)
+            if step < warm:
+                return (step + 1) / warm
+            return max(0.0, (self.total_steps - step) / max(1, self.total_steps - warm))
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
+        self.net = self.model
+        if rt.world > 1:
+            ids = [rt.device.index] if rt.device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.epoch, self.step, self.history = 0, 0, []
+        self.on_step: Optional[Callable[[int], None]] = None
+
+    def state(self) -> dict:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "step": self.step,
+            "history": self.history, "rng": torch.get_rng_state(),
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.step, self.history = state["epoch"], state["step"], list(state["history"])
+        torch.set_rng_state(state["rng"])
+
+    def _forward(self, batch: dict):
+        with torch.autocast(self.rt.device.type, dtype=self.rt.autocast_dtype, enabled=self.rt.autocast_dtype is not None):
+            return self.net(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                token_type_ids=batch["token_type_ids"], visual_feats=batch["features"], visual_pos=batch["boxes"],
+            ).question_answering_score.float()
+
+    def train_epoch(self) -> dict:
+        t, rt = self.exp.training, self.rt
+        loader = make_loader(self.data.train, self.train_tokens, t.batch_size, rt, shuffle_seed=trial_seed(self.key, f"data{self.epoch}"), num_workers=self.exp.data.loader_workers)
+        self.net.train()
+        total, count = torch.zeros((), device=rt.device), 0
+        for batch in loader:
+            batch = {k: v.to(rt.device, non_blocking=True) for k, v in batch.items()}
+            logits = self._forward(batch)
+            target = soft_target_matrix(batch["target_labels"], batch["target_scores"], logits.shape[1])
+            # LXMERT's loss: mean BCE over answers times the number of answers.
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target) * logits.shape[1]
+            loss.backward()
+            if self.enforcer:
+                self.enforcer.zero_grads()
+            if t.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.enforcer:
+                self.enforcer.apply()
+            self.step += 1
+            total += loss.detach()
+            count += 1
+            if self.on_step:
+                self.on_step(self.step)
+        return {"train_loss": float(total) / max(count, 1), "lr": self.scheduler.get_last_lr()[0]}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        rt, split = self.rt, self.data.valid
+        loader = make_loader(split, self.valid_tokens, self.exp.training.eval_batch_size, rt, shuffle_seed=None)
+        self.net.eval()
+        rows, preds = [], []
+        for batch in loader:
+            rows.append(batch.pop("rows"))
+            batch = {k: v.to(rt.device, non_blocking=True) for k, v in batch.items()}
+            preds.append(self._forward(batch).argmax(dim=1).cpu())
+        rows_t, preds_t = torch.cat(rows), torch.cat(preds)
+        if rt.world > 1:  # every rank scores the whole split from the gathered shards
+            gathered: list = [None] * rt.world
+            dist.all_gather_object(gathered, (rows_t, preds_t))
+            rows_t = torch.cat([g[0] for g in gathered])
+            preds_t = torch.cat([g[1] for g in gathered])
+        order = torch.argsort(rows_t)
+        rows_np, preds_np = rows_t[order].numpy(), preds_t[order].numpy()
+        rows_np, first = np.unique(rows_np, return_index=True)  # drop the sampler's padding duplicates
+        preds_np = preds_np[first]
+        return evaluation_metrics(split, rows_np, [self.data.answers[i] for i in preds_np])
+
+    def run(self, report: Optional[Report], log: Callable[[str], None], fault: Optional[str] = None, resumed: bool = False) -> list[dict]:
+        while self.epoch < self.epochs:
+            t0 = time.time()
+            train = self.train_epoch()
+            metrics = {**train, **self.evaluate()}
+            self.epoch += 1
+            metrics.update(epoch=self.epoch, step=self.step, epoch_seconds=round(time.time() - t0, 3))
+            if self.enforcer:
+                metrics["sparsity"] = self.measured_sparsity()
+            self.history.append(metrics)
+            if report:
+                report(metrics, self.state())
+            if self.rt.is_main:
+                log(f"{self.key.name} epoch {self.epoch}/{self.epochs}: loss {train['train_loss']:.4f} "
+                    f"accuracy {metrics['accuracy']:.4f} ({metrics['epoch_seconds']:.1f}s)")
+            if fault == f"{self.key.name}:{self.epoch}" and not resumed:
+                os._exit(17)  # a hard worker death, as an OOM kill or a lost node looks
+        return self.history
+
+    def measured_sparsity(self) -> float:
+        """Fraction of masked weights that are exactly zero (should equal the target)."""
+        assert self.enforcer is not None
+        zeros = sum(int((p == 0).sum()) for p in self.enforcer._params)
+        return zeros / sum(p.numel() for p in self.enforcer._params)
+
+
+def soft_target_matrix(labels: torch.Tensor, scores: torch.Tensor, num_answers: int) -> torch.Tensor:
+    """Dense [B, A] soft targets from padded (label, score) pairs (-1 = padding)."""
+    target = torch.zeros(labels.shape[0], num_answers, device=labels.device)
+    valid = labels >= 0
+    return target.scatter_add_(1, labels.clamp(min=0), torch.where(valid, scores, torch.zeros_like(scores)))
+
+
+def evaluation_metrics(split: VQASplit, rows: np.ndarray, predictions: list[str]) -> dict:
+    """Official VQA accuracy, overall, per answer type and (synthetic) per question kind."""
+    answers = [split.answers[i] for i in rows]
+    types = [split.answer_types[i] for i in rows]
+    kinds = [split.question_kinds[i] for i in rows]
+    use_kinds = set(kinds) != set(types)
+    raw = score(predictions, answers, types, kinds if use_kinds else None)
+    return {metric_name(k): v for k, v in raw.items()}
+
+
+def metric_name(key: str) -> str:
+    """``overall`` -> ``accuracy``, ``yes/no`` -> ``accuracy_yesno``, ``kind/count`` -> ``accuracy_count``."""
+    if key == "overall":
+        return "accuracy"
+    return "accuracy_" + key.split("/", 1)[1] if key.startswith("kind/") else "accuracy_" + key.replace("/", "")
+
+
+# -- the trial ----------------------------------------------------------------
+
+
+def run_trial(
+    exp: Experiment,
+    key: TrialKey,
+    store: Optional[Store] = None,
+    *,
+    report: Optional[Report] = None,
+    resume_state: Optional[dict] = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Run one trial end to end and return its final metrics (also written to the store).
+
+    1. build the model at the rewind point (seeded answer head; fresh weights for ``reinit``);
+    2. get the mask: parent's child mask, seeded random mask, or none;
+    3. fine-tune with the mask enforced, evaluating every epoch (``report`` gets metrics and state);
+    4. rank 0 writes the child masks of its chain and ``metrics.json`` (the done marker).
+    """
+    validate_key(exp, key)
+    store = store or Store.for_experiment(exp)
+    rt = runtime(exp)
+    started = time.time()
+    if rt.is_main:
+        store.write_json(f"trials/{key.name}/attempts/{int(started * 1000)}-{uuid.uuid4().hex[:6]}.json", {
+            "trial": key.name, "started_at": started, "resumed": resume_state is not None,
+            "host": socket.gethostname(), "pid": os.getpid(),
+        })
+    data = load_dataset(exp)
+    model_dir = rewind_point(exp, store, log)
+    tokenizer = lxmodel.load_tokenizer(exp.model.tokenizer or model_dir)
+    model = lxmodel.load_model(model_dir, data.num_answers, seed=trial_seed(TrialKey(0, DENSE, key.seed), "answer-head"))
+    if exp.rewind.to == "step" and key.level > 0:
+        _load_rewind_weights(exp, key, store, model)
+    if key.subnetwork == "reinit":
+        lxmodel.reinitialize(model, trial_seed(key, "reinit"))
+    mask = trial_mask(exp, key, store, model)
+    torch.manual_seed(trial_seed(key, "dropout"))
+    fit = _Fit(exp, rt, model, mask, data, tokenizer, key, epochs=exp.training.epochs)
+    if resume_state is not None:
+        fit.load_state(resume_state)
+        log(f"{key.name}: resumed from epoch {fit.epoch}")
+    if exp.rewind.to == "step" and key.level == 0:
+        if exp.rewind.step > fit.total_steps:
+            raise ValueError(f"rewind.step {exp.rewind.step} is beyond the dense fine-tune's {fit.total_steps} steps")
+        fit.on_step = lambda step: _save_rewind_weights(exp, key, store, fit) if step == exp.rewind.step and rt.is_main else None
+    history = fit.run(report, log, fault=os.environ.get(FAULT_ENV), resumed=resume_state is not None)
+
+    if not rt.is_main:
+        return history[-1]
+    children = write_child_masks(exp, key, store, fit.model, mask)
+    total_params = sum(p.numel() for p in fit.model.parameters())
+    report_ = pruning.sparsity_report(mask, total_params) if mask else None
+    final = history[-1]
+    metrics = {
+        "trial": key.name, "level": key.level, "subnetwork": key.subnetwork, "seed": key.seed,
+        "target_sparsity": exp.sparsity(key.level),
+        "sparsity": report_["sparsity"] if report_ else 0.0,
+        "sparsity_all": (report_["total"] - report_["kept"]) / total_params if report_ else 0.0,
+        **{k: v for k, v in final.items() if k.startswith("accuracy")},
+        "best_accuracy": max(h["accuracy"] for h in history),
+        "train_loss": final["train_loss"], "epochs": len(history), "steps": fit.step,
+        "history": history, "child_masks": children,
+        "started_at": started, "finished_at": time.time(), "duration_s": round(time.time() - started, 3),
+        "experiment": exp.name, "hash": exp.hash, "world_size": rt.world, "device": str(rt.device),
+        "host": socket.gethostname(), "python": platform.python_version(), "torch": torch.__version__,
+    }
+    if report_:
+        store.write_json(f"trials/{key.name}/sparsity.json", report_)
+    store.delete(f"trials/{key.name}/failed.json")
+    store.write_json(metrics_path(key.name), metrics)
+    return metrics
+
+
+def _rewind_file(key: TrialKey, step: int) -> str:
+    return f"rewind/dense-s{key.seed}-step{step}.safetensors"
+
+
+def _save_rewind_weights(exp: Experiment, key: TrialKey, store: Store, fit: _Fit) -> None:
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous() for k, v in fit.model.state_dict().items()}
+    store.write_bytes(_rewind_file(key, exp.rewind.step), save(state))
+
+
+def _load_rewind_weights(exp: Experiment, key: TrialKey, store: Store, model: torch.nn.Module) -> None:
+    from safetensors.torch import load
+
+    rel = _rewind_file(key, exp.rewind.step)
+    if not store.exists(rel):
+        raise FileNotFoundError(f"trial {key.name} rewinds to {rel} in {store.root}; run dense-L0-s{key.seed} first")
+    model.load_state_dict(load(store.read_bytes(rel)))
