@@ -247,15 +247,12 @@ def launch(exp: Experiment, address: Optional[str] = None, resume: bool = False,
             ),
         )
         tuner.fit()
-        status.final()
+        paths = status.final()
     finally:
         ray.shutdown()
     failed, skipped = searcher.failed, searcher.skipped
     for key, why in failed.items():
         store.write_json(f"trials/{key.name}/failed.json", {"trial": key.name, "error": why, "at": time.time()})
-    from lxsweep.report import write_report
-
-    paths = write_report(store) if searcher.done else []
     for line in summary_lines(store, plan):
         print(line)
     for p in paths:

@@ -1,0 +1,190 @@
+"""Sweep status from the store alone: counts, best ticket, elapsed and remaining time.
+
+``lxsweep status`` prints it for any store; during ``launch`` a Tune callback
+refreshes the same lines on the console every few seconds instead of Ray's
+raw log stream (Ray's logs still go to files under the session directory).
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import yaml
+
+from lxsweep.config import DENSE, from_dict
+from lxsweep.plan import Plan, TrialKey
+from lxsweep.store import Store, metrics_path
+
+TOLERANCE_POINTS = 3.0
+
+
+@dataclass
+class Snapshot:
+    done: dict[TrialKey, dict] = field(default_factory=dict)
+    running: list[TrialKey] = field(default_factory=list)
+    waiting: list[TrialKey] = field(default_factory=list)
+    failed: list[TrialKey] = field(default_factory=list)
+    skipped: list[TrialKey] = field(default_factory=list)
+    started_at: Optional[float] = None
+
+
+def plan_of(store: Store) -> Plan:
+    raw = yaml.safe_load(store.read_bytes("experiment.yaml"))
+    raw.pop("hash", None)
+    return Plan(from_dict(raw, store.path("experiment.yaml")))
+
+
+def snapshot(store: Store, plan: Plan) -> Snapshot:
+    """Classify every planned trial from the files in the store."""
+    snap = Snapshot()
+    present = set(store.listdir("trials"))
+    starts = []
+    failed: set[TrialKey] = set()
+    for key in plan.trials:
+        if key.name not in present:
+            continue
+        if store.exists(metrics_path(key.name)):
+            snap.done[key] = store.read_json(metrics_path(key.name))
+            starts.append(snap.done[key]["started_at"])
+        elif store.exists(f"trials/{key.name}/failed.json"):
+            failed.add(key)
+        elif store.listdir(f"trials/{key.name}/attempts"):
+            snap.running.append(key)
+            starts.append(min(float(n.split("-")[0]) / 1000 for n in store.listdir(f"trials/{key.name}/attempts")))
+    skipped = {d for k in failed for d in plan.descendants(k) if d not in snap.done}
+    snap.failed = sorted(failed, key=plan.priority)
+    snap.skipped = sorted(skipped, key=plan.priority)
+    snap.waiting = [k for k in plan.trials if k not in snap.done and k not in failed and k not in skipped and k not in snap.running]
+    snap.started_at = min(starts) if starts else None
+    return snap
+
+
+def best_ticket(done: dict[TrialKey, dict]) -> Optional[dict]:
+    """The sparsest low-magnitude trial within 3 points of its seed's dense accuracy."""
+    dense = {k.seed: m["accuracy"] for k, m in done.items() if k.subnetwork == DENSE}
+    ok = [m for k, m in done.items() if k.subnetwork == "low" and k.seed in dense
+          and m["accuracy"] * 100 >= dense[k.seed] * 100 - TOLERANCE_POINTS]
+    return max(ok, key=lambda m: (m["sparsity"], m["accuracy"]), default=None)
+
+
+def remaining_seconds(plan: Plan, snap: Snapshot, slots: int) -> Optional[float]:
+    """Mean trial time × max(remaining critical path, remaining trials / slots)."""
+    if not snap.done:
+        return None
+    mean = statistics.fmean(m["duration_s"] for m in snap.done.values())
+    left = [k for k in plan.trials if k not in snap.done and k not in snap.skipped and k not in snap.failed]
+    if not left:
+        return 0.0
+    path = max(plan.height[k] for k in left)
+    return mean * max(path, len(left) / max(1, slots))
+
+
+def status_lines(store: Store, plan: Plan, slots: Optional[int] = None, now: Optional[float] = None) -> list[str]:
+    snap = snapshot(store, plan)
+    now = now or time.time()
+    n = len(plan.trials)
+    lines = [f"{plan.exp.name} ({plan.exp.hash}): {len(snap.done)}/{n} done, {len(snap.running)} running, "
+             f"{len(snap.waiting)} waiting, {len(snap.failed)} failed, {len(snap.skipped)} skipped"]
+    if snap.started_at:
+        left = remaining_seconds(plan, snap, slots or max(1, len(snap.running)))
+        eta = f", about {_fmt(left)} left" if left is not None and (snap.running or snap.waiting) else ""
+        lines.append(f"elapsed {_fmt(now - snap.started_at)}{eta}")
+    ticket = best_ticket(snap.done)
+    if ticket:
+        lines.append(f"best ticket: {ticket['trial']} at {100 * ticket['sparsity']:.1f}% sparsity, "
+                     f"accuracy {100 * ticket['accuracy']:.2f}")
+    if snap.running:
+        lines.append("running: " + ", ".join(k.name for k in snap.running))
+    if snap.failed:
+        lines.append("failed: " + ", ".join(k.name for k in snap.failed))
+    return lines
+
+
+def _fmt(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def print_status(store: Store) -> int:
+    for line in status_lines(store, plan_of(store)):
+        print(line)
+    return 0
+
+
+def summary_lines(store: Store, plan: Plan) -> list[str]:
+    """The end-of-launch results table: one line per finished trial."""
+    snap = snapshot(store, plan)
+    lines = [f"store: {store.root}", f"{'trial':<16} {'sparsity':>9} {'accuracy':>9}"]
+    for key in sorted(snap.done, key=lambda k: (k.seed, k.level, k.subnetwork)):
+        m = snap.done[key]
+        lines.append(f"{key.name:<16} {100 * m['sparsity']:8.1f}% {100 * m['accuracy']:9.2f}")
+    return lines
+
+
+def _tune_callback_base():
+    from ray.tune import Callback
+
+    return Callback
+
+
+class StatusCallback(_tune_callback_base()):
+    """Prints the status lines every ``every`` seconds and when a trial ends; updates the W&B summary run."""
+
+    def __init__(self, store: Store, plan: Plan, searcher, progress: bool = True, every: float = 10.0):
+        self.store, self.plan, self.searcher, self.progress, self.every = store, plan, searcher, progress, every
+        self.last = 0.0
+        self.tracker = None
+        self.slots = 1
+
+    def setup(self, **info):
+        from lxsweep.tracking import SweepTracker
+
+        self.tracker = SweepTracker(self.plan.exp, self.store)
+
+    def _show(self, force: bool = False) -> None:
+        if not force and time.time() - self.last < self.every:
+            return
+        self.last = time.time()
+        self.slots = max(self.slots, len(self.searcher.running))
+        lines = status_lines(self.store, self.plan, self.slots)
+        stamp = time.strftime("%H:%M:%S")
+        print(f"[{stamp}] " + "\n           ".join(lines), file=sys.stdout, flush=True)
+
+    def on_step_begin(self, iteration, trials, **info):
+        self._show()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if self.progress:
+            t = trial.config.get("trial", trial.trial_id)
+            if "accuracy" in result and "epoch" in result:
+                print(f"           {t} epoch {int(result['epoch'])}: accuracy {100 * result['accuracy']:.2f}", flush=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._update_summary()
+        self._show(force=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._show(force=True)
+
+    def _update_summary(self) -> None:
+        if self.tracker is None:
+            return
+        from lxsweep.report import load_rows
+
+        self.tracker.update(load_rows(self.store))
+
+    def final(self) -> list[str]:
+        """Write the report, log it to the summary run, close the run; returns the report paths."""
+        from lxsweep.report import load_rows, write_report
+
+        paths = write_report(self.store)
+        if self.tracker is not None:
+            fig = next((p for p in paths if p.endswith(".png")), None)
+            self.tracker.update(load_rows(self.store), figure=fig if fig and not self.store.uri else None)
+            self.tracker.close()
+        return paths
