@@ -285,6 +285,11 @@ def _coerce(hint: Any, value: Any, where: str, key: str) -> Any:
             raise ConfigError(f"{where}: {key}: expected an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 5e-5 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: {key}: expected a number, got {value!r}")
         return float(value)

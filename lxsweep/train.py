@@ -139,6 +139,7 @@ def _pretrain(exp: Experiment, out: Path, log: Callable[[str], None]) -> None:
     rt = runtime(exp)
     if exp.model.pretrain_epochs:
         key = TrialKey(0, "pretrain", seed)
+        torch.manual_seed(seed)  # dropout: the rewind point is a pure function of the experiment
         fit = _Fit(exp, rt, model, None, data, tokenizer, key, epochs=exp.model.pretrain_epochs)
         history = fit.run(report=None, log=log)
         log(f"pretrained the rewind point: {exp.model.pretrain_epochs} epochs on a disjoint split, "
@@ -356,6 +357,18 @@ def metric_name(key: str) -> str:
 # -- the trial ----------------------------------------------------------------
 
 
+def initial_model(exp: Experiment, key: TrialKey, store: Store, num_answers: int, log: Callable[[str], None] = print):
+    """(model, tokenizer, mask) at the start of a trial: the rewind point, its control variant, its mask."""
+    model_dir = rewind_point(exp, store, log)
+    tokenizer = lxmodel.load_tokenizer(exp.model.tokenizer or model_dir)
+    model = lxmodel.load_model(model_dir, num_answers, seed=trial_seed(TrialKey(0, DENSE, key.seed), "answer-head"))
+    if exp.rewind.to == "step" and key.level > 0:
+        _load_rewind_weights(exp, key, store, model)
+    if key.subnetwork == "reinit":
+        lxmodel.reinitialize(model, trial_seed(key, "reinit"))
+    return model, tokenizer, trial_mask(exp, key, store, model)
+
+
 def run_trial(
     exp: Experiment,
     key: TrialKey,
@@ -382,14 +395,7 @@ def run_trial(
             "host": socket.gethostname(), "pid": os.getpid(),
         })
     data = load_dataset(exp)
-    model_dir = rewind_point(exp, store, log)
-    tokenizer = lxmodel.load_tokenizer(exp.model.tokenizer or model_dir)
-    model = lxmodel.load_model(model_dir, data.num_answers, seed=trial_seed(TrialKey(0, DENSE, key.seed), "answer-head"))
-    if exp.rewind.to == "step" and key.level > 0:
-        _load_rewind_weights(exp, key, store, model)
-    if key.subnetwork == "reinit":
-        lxmodel.reinitialize(model, trial_seed(key, "reinit"))
-    mask = trial_mask(exp, key, store, model)
+    model, tokenizer, mask = initial_model(exp, key, store, data.num_answers, log)
     torch.manual_seed(trial_seed(key, "dropout"))
     fit = _Fit(exp, rt, model, mask, data, tokenizer, key, epochs=exp.training.epochs)
     if resume_state is not None:

@@ -1,0 +1,33 @@
+"""Shared fixtures: small experiments, quiet environments, one thread per torch process."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(1)  # 2-core machines: tests that train must not fight over cores
+
+# A synthetic experiment small enough that a trial takes a few seconds on one core.
+TINY = [
+    "data.synthetic.train_questions=600",
+    "data.synthetic.valid_questions=300",
+    "data.synthetic.pretrain_questions=600",
+    "model.pretrain_epochs=1",
+    "training.epochs=2",
+    "tracking.wandb=disabled",
+]
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path: Path) -> list[str]:
+    return [*TINY, f"storage={tmp_path / 'runs'}"]
+
+
+@pytest.fixture
+def smoke_file() -> Path:
+    return ROOT / "experiments" / "smoke.yaml"

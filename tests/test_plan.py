@@ -1,0 +1,82 @@
+"""The DAG of trials: parents, child masks, costs, and the run order."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from lxsweep.config import from_dict
+from lxsweep.plan import Plan, TrialKey, child_masks, mask_source, parent
+
+
+def K(name: str) -> TrialKey:
+    return TrialKey.parse(name)
+
+
+def test_chain_parents_and_children():
+    exp = from_dict({"pruning": {"levels": 3, "subnetworks": ["low", "high", "random", "reinit"]}})
+    assert parent(exp, K("dense-L0-s0")) is None
+    assert parent(exp, K("low-L1-s0")) == K("dense-L0-s0")
+    assert parent(exp, K("low-L3-s0")) == K("low-L2-s0")
+    assert parent(exp, K("high-L2-s0")) == K("high-L1-s0")
+    assert parent(exp, K("random-L2-s0")) is None
+    assert parent(exp, K("reinit-L3-s0")) == K("low-L2-s0")  # the ticket's mask, fresh weights
+    assert mask_source(exp, K("reinit-L3-s0")) == "low-L3-s0"
+    assert child_masks(exp, K("dense-L0-s0")) == [K("low-L1-s0"), K("high-L1-s0")]
+    assert child_masks(exp, K("low-L2-s0")) == [K("low-L3-s0")]
+    assert child_masks(exp, K("low-L3-s0")) == []  # last level
+
+
+def test_oneshot_and_rewind_step_change_the_dag():
+    one = from_dict({"pruning": {"levels": 3, "schedule": "oneshot"}})
+    assert parent(one, K("low-L3-s0")) == K("dense-L0-s0")
+    assert len(child_masks(one, K("dense-L0-s0"))) == 6  # every level of both chains from the dense weights
+    step = from_dict({"pruning": {"levels": 2}, "rewind": {"to": "step", "step": 10}})
+    assert parent(step, K("random-L2-s0")) == K("dense-L0-s0")  # rewinds to the dense run's step-10 weights
+
+
+def test_costs_match_the_design():
+    L = 10
+    plan = Plan(from_dict({"pruning": {"levels": L}, "seeds": [0]}))
+    assert plan.fine_tunes == 1 + 3 * L
+    assert plan.critical_path == L + 1
+    # A flat grid re-running each chain prefix: low(k) costs k+1 fine-tunes (dense included).
+    assert plan.naive_fine_tunes == 1 + 2 * sum(k + 1 for k in range(1, L + 1)) + L
+    three = Plan(from_dict({"pruning": {"levels": L}, "seeds": [0, 1, 2]}))
+    assert three.fine_tunes == 3 * (1 + 3 * L)
+
+
+def test_order_longest_path_first_and_ready():
+    plan = Plan(from_dict({"pruning": {"levels": 3}}))
+    names = [k.name for k in plan.trials]
+    assert names[0] == "dense-L0-s0"
+    # every chain trial before every random trial of the same seed: the critical path never waits
+    assert max(names.index(f"low-L{k}-s0") for k in (1, 2)) < min(names.index(f"random-L{k}-s0") for k in (1, 2, 3))
+    ready = plan.ready(done=set(), started=set())
+    assert ready[0] == K("dense-L0-s0") and K("low-L1-s0") not in ready
+    assert set(ready) == {K("dense-L0-s0"), *(K(f"random-L{k}-s0") for k in (1, 2, 3))}
+    after = plan.ready(done={K("dense-L0-s0")}, started={K("dense-L0-s0")})
+    assert after[:2] == [K("low-L1-s0"), K("high-L1-s0")]
+
+
+def test_requested_subnetworks_pull_in_their_ancestors():
+    plan = Plan(from_dict({"pruning": {"levels": 2, "subnetworks": ["reinit"]}}))
+    assert {k.name for k in plan.trials} == {"dense-L0-s0", "low-L1-s0", "reinit-L1-s0", "reinit-L2-s0"}
+
+
+def test_makespan_of_the_paper_grid():
+    plan = Plan(from_dict({"pruning": {"levels": 10}, "seeds": [0, 1, 2]}))
+    bound = max(plan.critical_path, plan.fine_tunes / 8)
+    assert plan.makespan(8) == 12.0
+    assert bound / plan.makespan(8) >= 0.9
+    assert plan.makespan(1) == plan.fine_tunes  # one slot: all the work in sequence
+
+
+def test_plan_command_json(smoke_file):
+    proc = subprocess.run([sys.executable, "-m", "lxsweep.cli", "plan", str(smoke_file), "--json",
+                           "--set", "resources.fine_tune_hours=0.5", "--set", "resources.max_concurrent_trials=2"],
+                          capture_output=True, text=True, check=True)
+    s = json.loads(proc.stdout)
+    assert s["fine_tunes"] == 10 and s["critical_path"] == 4 and s["naive_fine_tunes"] == 22
+    assert s["gpu_hours"] == 5.0 and s["wall_hours"] == 2.5
+    assert s["trials"][0]["trial"] == "dense-L0-s0"
