@@ -39,8 +39,9 @@ def _experiment_from(config: dict) -> Experiment:
 
 def train_worker(config: dict) -> None:
     """Ray Train's ``train_loop_per_worker``: run the trial, reporting every epoch with a checkpoint."""
-    import torch
+    import ray
     import ray.train
+    import torch
 
     from lxsweep.train import run_trial
     from lxsweep.tracking import TrialTracker
@@ -58,6 +59,8 @@ def train_worker(config: dict) -> None:
             resume_state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
 
     tracker = TrialTracker(exp, key, store) if rank == 0 else None
+    if rank == 0:  # where each attempt ran: shows placement across nodes
+        store.write_json(f"trials/{key.name}/node.json", {"node_id": ray.get_runtime_context().get_node_id()})
 
     def report(metrics: dict, state: Optional[dict]) -> None:
         flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
@@ -192,7 +195,7 @@ def _connect(address: Optional[str], exp: Experiment) -> None:
                 f"start its nodes with --resources='{{\"{DRIVER_RESOURCE}\": 8}}' (cluster.yaml does)"
             )
     else:
-        ray.init(resources={DRIVER_RESOURCE: 64}, log_to_driver=False, include_dashboard=False, runtime_env=env)
+        ray.init(address="local", resources={DRIVER_RESOURCE: 64}, log_to_driver=False, include_dashboard=False, runtime_env=env)
 
 
 def _concurrency(exp: Experiment) -> int:

@@ -34,7 +34,9 @@ from lxsweep.store import Store, mask_path, metrics_path
 
 Report = Callable[[dict, Optional[dict]], None]  # (epoch metrics, checkpoint state or None)
 
-FAULT_ENV = "LXSWEEP_FAULT"  # "<trial>:<epoch>": hard-exit a worker once after that epoch (fault-injection tests)
+# Fault injection for tests and drills: "<trial>:<epoch>" hard-exits the worker after that epoch
+# unless it was resumed from a checkpoint (so a restart succeeds); "<trial>:<epoch>:always" every time.
+FAULT_ENV = "LXSWEEP_FAULT"
 
 
 # -- environment --------------------------------------------------------------
@@ -209,7 +211,10 @@ class _Fit:
         self.enforcer = pruning.MaskEnforcer(self.model, mask) if mask else None
         self.train_tokens = tokenize(tokenizer, data.train.questions, exp.data.max_tokens)
         self.valid_tokens = tokenize(tokenizer, data.valid.questions, exp.data.max_tokens)
-        self.steps_per_epoch = math.ceil(len(data.train) / (t.batch_size * rt.world))
+        # training.batch_size is the global batch: each of `world` ranks takes an equal share, so the
+        # batches (and, up to float error and dropout, the run) match a one-worker run.
+        self.rank_batch = math.ceil(t.batch_size / rt.world)
+        self.steps_per_epoch = math.ceil(math.ceil(len(data.train) / rt.world) / self.rank_batch)
         self.total_steps = self.steps_per_epoch * epochs
         decay, no_decay = [], []
         for name, p in self.model.named_parameters():
@@ -256,7 +261,7 @@ class _Fit:
 
     def train_epoch(self) -> dict:
         t, rt = self.exp.training, self.rt
-        loader = make_loader(self.data.train, self.train_tokens, t.batch_size, rt, shuffle_seed=trial_seed(self.key, f"data{self.epoch}"), num_workers=self.exp.data.loader_workers)
+        loader = make_loader(self.data.train, self.train_tokens, self.rank_batch, rt, shuffle_seed=trial_seed(self.key, f"data{self.epoch}"), num_workers=self.exp.data.loader_workers)
         self.net.train()
         total, count = torch.zeros((), device=rt.device), 0
         for batch in loader:
@@ -319,7 +324,7 @@ class _Fit:
             if self.rt.is_main:
                 log(f"{self.key.name} epoch {self.epoch}/{self.epochs}: loss {train['train_loss']:.4f} "
                     f"accuracy {metrics['accuracy']:.4f} ({metrics['epoch_seconds']:.1f}s)")
-            if fault == f"{self.key.name}:{self.epoch}" and not resumed:
+            if fault and fault.split(":")[:2] == [self.key.name, str(self.epoch)] and (not resumed or fault.endswith(":always")):
                 os._exit(17)  # a hard worker death, as an OOM kill or a lost node looks
         return self.history
 
@@ -406,6 +411,7 @@ def run_trial(
             raise ValueError(f"rewind.step {exp.rewind.step} is beyond the dense fine-tune's {fit.total_steps} steps")
         fit.on_step = lambda step: _save_rewind_weights(exp, key, store, fit) if step == exp.rewind.step and rt.is_main else None
     history = fit.run(report, log, fault=os.environ.get(FAULT_ENV), resumed=resume_state is not None)
+    digests = replica_digests(fit.model, rt)
 
     if not rt.is_main:
         return history[-1]
@@ -423,7 +429,7 @@ def run_trial(
         "train_loss": final["train_loss"], "epochs": len(history), "steps": fit.step,
         "history": history, "child_masks": children,
         "started_at": started, "finished_at": time.time(), "duration_s": round(time.time() - started, 3),
-        "experiment": exp.name, "hash": exp.hash, "world_size": rt.world, "device": str(rt.device),
+        "experiment": exp.name, "hash": exp.hash, "world_size": rt.world, "replica_digests": digests, "device": str(rt.device),
         "host": socket.gethostname(), "python": platform.python_version(), "torch": torch.__version__,
     }
     if report_:
@@ -431,6 +437,22 @@ def run_trial(
     store.delete(f"trials/{key.name}/failed.json")
     store.write_json(metrics_path(key.name), metrics)
     return metrics
+
+
+def replica_digests(model: torch.nn.Module, rt: Runtime) -> list[str]:
+    """A digest of every rank's final weights (DDP replicas must agree bit for bit)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    state = model.state_dict()
+    for name in sorted(state):
+        h.update(state[name].detach().float().cpu().contiguous().numpy().tobytes())
+    mine = h.hexdigest()[:16]
+    if rt.world == 1:
+        return [mine]
+    out: list = [None] * rt.world
+    dist.all_gather_object(out, mine)
+    return out
 
 
 def _rewind_file(key: TrialKey, step: int) -> str:

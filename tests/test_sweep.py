@@ -1,0 +1,262 @@
+"""The sweep on a real local Ray: DAG order, resumability, failures, DDP, multi-node, W&B, reports.
+
+These launch real Ray clusters and take minutes; one small sweep is shared by
+most assertions.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, TINY
+from lxsweep import pruning
+from lxsweep.config import load_experiment
+from lxsweep.plan import Plan, TrialKey
+from lxsweep.store import Store, mask_path
+
+pytestmark = pytest.mark.slow
+SMOKE = ROOT / "experiments" / "smoke.yaml"
+FAKE_KEY = "fake0123456789abcdef0123456789abcdef0123"
+BASE = [*TINY, "pruning.levels=2", "tracking.wandb=offline", "resources.max_concurrent_trials=2"]
+
+
+def _env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "WANDB_API"))}
+    env.update(RAY_AUTH_MODE="disabled", WANDB_MODE="offline", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def launch(storage: Path, *sets: str, env: dict | None = None, timeout: int = 600, extra: tuple = ()) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-m", "lxsweep.cli", "launch", str(SMOKE), "--quiet", *extra]
+    for s in (*BASE, f"storage={storage}", *sets):
+        args += ["--set", s]
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env or _env())
+
+
+def experiment(storage: Path, *sets: str):
+    return load_experiment(SMOKE, [*BASE, f"storage={storage}", *sets])
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    storage = tmp_path_factory.mktemp("sweep")
+    proc = launch(storage, env=_env(WANDB_API_KEY=FAKE_KEY))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    exp = experiment(storage)
+    return exp, Store.for_experiment(exp), proc
+
+
+def _metrics(store: Store) -> dict[str, dict]:
+    return {n: store.read_json(f"trials/{n}/metrics.json") for n in store.listdir("trials")
+            if store.exists(f"trials/{n}/metrics.json")}
+
+
+def test_every_trial_runs_after_its_parent(sweep):
+    exp, store, proc = sweep
+    plan = Plan(exp)
+    metrics = _metrics(store)
+    assert set(metrics) == {k.name for k in plan.trials} and len(metrics) == 7
+    for key in plan.trials:
+        p = plan.parents[key]
+        if p is not None:
+            assert metrics[key.name]["started_at"] >= metrics[p.name]["finished_at"], key
+    for chain in ("low", "high"):
+        m1, m2 = (pruning.load_mask(store.path(mask_path(f"{chain}-L{k}-s0"))) for k in (1, 2))
+        assert all(not (m2[n] & ~m1[n]).any() for n in m1), chain
+    assert "store:" in proc.stdout and "low-L2-s0" in proc.stdout  # the closing results table
+
+
+def test_relaunch_skips_finished_trials(sweep):
+    exp, store, _ = sweep
+    before = {n: len(store.listdir(f"trials/{n}/attempts")) for n in store.listdir("trials")}
+    proc = launch(Path(exp.storage))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "7 of 7 trials already in the store" in proc.stdout
+    assert {n: len(store.listdir(f"trials/{n}/attempts")) for n in store.listdir("trials")} == before
+
+
+def test_report_matches_metrics_and_plot(sweep, tmp_path):
+    from PIL import Image
+
+    from lxsweep.report import load_rows, plot
+
+    exp, store, _ = sweep
+    metrics = _metrics(store)
+    with open(store.path("report/results.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(metrics)
+    for row in rows:
+        m = metrics[row["trial"]]
+        for col in ("accuracy", "accuracy_yesno", "accuracy_number", "accuracy_other", "sparsity"):
+            assert float(row[col]) == pytest.approx(m[col], rel=0, abs=1e-12), (row["trial"], col)
+    md = Path(store.path("report/results.md")).read_text()
+    dense = metrics["dense-L0-s0"]["accuracy"]
+    assert f"| dense | 0 | 0.0 | 1 | {100 * dense:.2f} ± 0.00 |" in md
+    png = Path(store.path("report/accuracy_vs_sparsity.png"))
+    img = Image.open(png)
+    assert img.size == (1600, 420)
+    again = tmp_path / "again.png"  # rendered from the metrics.json numbers: the same pixels
+    plot(load_rows(store), again, f"{Path(store.root).name}: accuracy vs sparsity (mean ± std over seeds)")
+    assert np.array_equal(np.asarray(Image.open(again)), np.asarray(img))
+
+
+def test_status_counts_finished_and_partial(sweep, tmp_path):
+    import shutil
+
+    exp, store, _ = sweep
+    out = subprocess.run([sys.executable, "-m", "lxsweep.cli", "status", store.root], capture_output=True, text=True)
+    assert out.returncode == 0
+    assert "7/7 done, 0 running, 0 waiting, 0 failed, 0 skipped" in out.stdout
+    assert "best ticket: low-L" in out.stdout
+    partial = tmp_path / Path(store.root).name
+    shutil.copytree(store.root, partial, ignore=shutil.ignore_patterns("ray", "wandb"))
+    for name in ("low-L2-s0", "high-L2-s0"):
+        (partial / "trials" / name / "metrics.json").unlink()
+    shutil.rmtree(partial / "trials" / "random-L2-s0")
+    (partial / "trials" / "high-L2-s0" / "failed.json").write_text("{}")
+    out = subprocess.run([sys.executable, "-m", "lxsweep.cli", "status", str(partial)], capture_output=True, text=True)
+    assert "4/7 done, 1 running, 1 waiting, 1 failed, 0 skipped" in out.stdout, out.stdout
+
+
+def test_wandb_runs_read_back(sweep):
+    from wandb_records import run_info
+
+    exp, store, _ = sweep
+    files = sorted(Path(store.path("wandb")).rglob("*.wandb"))
+    runs = [run_info(f) for f in files]
+    trials = {r["config"]["trial"]: r for r in runs if r.get("job_type") != "summary"}
+    assert set(trials) == {k.name for k in Plan(exp).trials}
+    assert len([r for r in runs if r.get("job_type") != "summary"]) == 7  # one run per trial, no duplicates
+    for name, r in trials.items():
+        key = TrialKey.parse(name)
+        assert r["group"] == f"{exp.name}-{exp.hash}" and r["job_type"] == key.subnetwork
+        assert r["id"] == f"{exp.name}-{exp.hash}-{name}"
+        assert r["config"]["level"] == key.level and r["config"]["training"]["epochs"] == exp.training.epochs
+        epochs = [h for h in r["history"] if "accuracy" in h]
+        assert [h["epoch"] for h in epochs] == list(range(1, exp.training.epochs + 1))
+        final = store.read_json(f"trials/{name}/metrics.json")
+        assert epochs[-1]["accuracy"] == pytest.approx(final["accuracy"])
+    summary = [r for r in runs if r.get("job_type") == "summary"]
+    logged = {k for r in summary for h in r["history"] for k in h}
+    assert {"results/_type", "aggregate/_type", "accuracy_vs_sparsity/_type"} <= logged, logged
+    assert any(k.startswith("chart/accuracy") for k in logged)
+    assert any(k.endswith("/accuracy") for r in summary for k in r["summary"])
+
+
+def test_api_key_never_written(sweep):
+    exp, store, proc = sweep
+    assert FAKE_KEY not in proc.stdout + proc.stderr
+    for path in Path(store.root).rglob("*"):
+        if path.is_file() and path.stat().st_size < 50_000_000:
+            assert FAKE_KEY.encode() not in path.read_bytes(), path
+
+
+def test_trial_command_reproduces_a_sweep_trial(sweep):
+    exp, store, _ = sweep
+    name = "low-L2-s0"
+    swept = store.read_json(f"trials/{name}/metrics.json")
+    sets = [a for s in (*BASE, f"storage={exp.storage}") for a in ("--set", s)]
+    proc = subprocess.run([sys.executable, "-m", "lxsweep.cli", "trial", str(SMOKE), "--level", "2", "--subnetwork",
+                           "low", "--seed", "0", *sets], capture_output=True, text=True, env=_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    again = store.read_json(f"trials/{name}/metrics.json")
+    for k in ("accuracy", "accuracy_yesno", "accuracy_number", "accuracy_other", "train_loss", "sparsity"):
+        assert again[k] == swept[k], k
+    assert again["replica_digests"] == swept["replica_digests"]  # bit-identical final weights
+
+
+def test_worker_crash_resumes_from_checkpoint_with_same_result(sweep, tmp_path):
+    exp, store, _ = sweep
+    proc = launch(tmp_path, "pruning.subnetworks=[random]", "pruning.levels=1",
+                  env=_env(LXSWEEP_FAULT="dense-L0-s0:1"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    crashed = Store.for_experiment(experiment(tmp_path, "pruning.subnetworks=[random]", "pruning.levels=1"))
+    attempts = [crashed.read_json(f"trials/dense-L0-s0/attempts/{a}") for a in crashed.listdir("trials/dense-L0-s0/attempts")]
+    assert [a["resumed"] for a in sorted(attempts, key=lambda a: a["started_at"])] == [False, True]
+    m, ref = crashed.read_json("trials/dense-L0-s0/metrics.json"), store.read_json("trials/dense-L0-s0/metrics.json")
+    assert m["accuracy"] == ref["accuracy"] and m["replica_digests"] == ref["replica_digests"]
+
+
+def test_failed_trial_skips_descendants_and_exits_nonzero(tmp_path):
+    proc = launch(tmp_path, "resources.max_failures=0", "pruning.subnetworks=[low, random]",
+                  env=_env(LXSWEEP_FAULT="low-L1-s0:1:always"))
+    assert proc.returncode == 1
+    assert "1 trial(s) failed: low-L1-s0" in proc.stderr
+    assert "skipped because a parent failed: low-L2-s0" in proc.stderr
+    store = Store.for_experiment(experiment(tmp_path, "resources.max_failures=0", "pruning.subnetworks=[low, random]"))
+    assert store.exists("trials/low-L1-s0/failed.json")
+    assert not store.exists("trials/low-L2-s0/metrics.json")
+    for done in ("dense-L0-s0", "random-L1-s0", "random-L2-s0"):  # nothing already computed is lost
+        assert store.exists(f"trials/{done}/metrics.json"), done
+
+
+def test_sigkill_then_resume_runs_no_trial_twice(tmp_path):
+    args = [sys.executable, "-m", "lxsweep.cli", "launch", str(SMOKE), "--quiet"]
+    for s in (*BASE, f"storage={tmp_path}", "tracking.wandb=disabled"):
+        args += ["--set", s]
+    store = Store.for_experiment(experiment(tmp_path, "tracking.wandb=disabled"))
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), start_new_session=True)
+    deadline = time.time() + 400
+    while time.time() < deadline and sum(store.exists(f"trials/{n}/metrics.json") for n in store.listdir("trials")) < 2:
+        time.sleep(1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    subprocess.run(["ray", "stop", "--force"], capture_output=True)  # the killed launch's local Ray
+    done_before = {n for n in store.listdir("trials") if store.exists(f"trials/{n}/metrics.json")}
+    assert len(done_before) >= 2
+    resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True, env=_env(), timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    for n in store.listdir("trials"):
+        assert store.exists(f"trials/{n}/metrics.json"), n
+        fresh = [a for a in store.listdir(f"trials/{n}/attempts") if not store.read_json(f"trials/{n}/attempts/{a}")["resumed"]]
+        if n in done_before:
+            assert len(store.listdir(f"trials/{n}/attempts")) == 1, n  # finished before the kill: never re-run
+        assert len(fresh) >= 1
+
+
+def test_two_workers_ddp_match_one_worker(sweep, tmp_path):
+    exp, store, _ = sweep
+    sets = ("resources.workers_per_trial=2", "pruning.subnetworks=[random]", "pruning.levels=1", "tracking.wandb=disabled")
+    proc = launch(tmp_path, *sets)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    ddp = Store.for_experiment(experiment(tmp_path, *sets))
+    m = ddp.read_json("trials/dense-L0-s0/metrics.json")
+    assert m["world_size"] == 2
+    assert len(m["replica_digests"]) == 2 and len(set(m["replica_digests"])) == 1  # both ranks hold the same weights
+    assert len(ddp.listdir("trials/dense-L0-s0/attempts")) == 1  # only rank 0 writes artifacts
+    one = store.read_json("trials/dense-L0-s0/metrics.json")
+    # Same global batches; only dropout streams and float summation order differ.
+    assert abs(m["accuracy"] - one["accuracy"]) <= 0.03
+
+
+def test_multi_node_cluster_shares_the_store(tmp_path):
+    from ray.cluster_utils import Cluster
+
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "resources": {"driver_slot": 4}})
+    try:
+        for _ in range(2):
+            cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        sets = ("pruning.subnetworks=[random]", "tracking.wandb=disabled")
+        args = [sys.executable, "-m", "lxsweep.cli", "launch", str(SMOKE), "--quiet", "--address", cluster.address]
+        for s in (*BASE, f"storage={tmp_path}", *sets):
+            args += ["--set", s]
+        proc = subprocess.run(args, capture_output=True, text=True, env=_env(), timeout=600)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        store = Store.for_experiment(experiment(tmp_path, *sets))
+        names = store.listdir("trials")
+        assert all(store.exists(f"trials/{n}/metrics.json") for n in names) and len(names) == 3
+        nodes = {store.read_json(f"trials/{n}/node.json")["node_id"] for n in names}
+        assert len(nodes) >= 2
+    finally:
+        cluster.shutdown()
