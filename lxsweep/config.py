@@ -187,8 +187,12 @@ def canonical_hash(obj: Any, length: int = 10) -> str:
 # -- loading -----------------------------------------------------------------
 
 
-def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Experiment:
-    """Read, override and validate an experiment file. Raises :class:`ConfigError`."""
+def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (), check: bool = True) -> Experiment:
+    """Read, override and validate an experiment file. Raises :class:`ConfigError`.
+
+    ``check=False`` skips the local-path checks (``lxsweep plan`` runs nothing,
+    so it can budget a cluster run from a laptop that lacks the data).
+    """
     path = Path(path)
     where = str(path)
     if not path.is_file():
@@ -207,7 +211,8 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
         apply_override(raw, item, where)
     exp = from_dict(raw, where)
     exp.source = where
-    check_paths(exp, path.parent)
+    if check:
+        check_paths(exp, path.parent)
     return exp
 
 

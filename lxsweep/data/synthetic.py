@@ -9,12 +9,15 @@ positions. Questions come in the three VQA answer types and four kinds:
 =========  ==========  ==============================================
 kind       answer type example
 =========  ==========  ==============================================
-exist      yes/no      is there a red cube?
-count      number      how many spheres are there?
-attribute  other       what color is the large cone?
-spatial    yes/no /    is the cube left of the sphere? /
-           other       what shape is the object left of the red cube?
+exist      yes/no      is there a red object? / is there a cube?
+count      number      how many objects are there? / how many cones ...?
+attribute  other       what color is the leftmost object?
+spatial    yes/no      is the rightmost object a sphere?
 =========  ==========  ==============================================
+
+``exist`` and ``count`` by shape must bind a word to region features (slow
+for a small transformer to learn); ``attribute`` must find an object by its
+box and read its features; ``spatial`` must do both.
 
 Ten simulated annotators answer each question; each gives a plausible wrong
 answer of the same type with probability ``annotator_noise``, so the official
@@ -37,10 +40,7 @@ SIZES = ("small", "large")
 COUNTS = ("0", "1", "2", "3", "4")
 KINDS = ("exist", "count", "attribute", "spatial")
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-TEMPLATE_WORDS = (
-    "is there a are how many what color shape size the object objects of left right thing things ? "
-    "any that is to"
-).split()
+TEMPLATE_WORDS = "is there a are how many what color shape size the object objects leftmost rightmost ?".split()
 
 
 def vocabulary() -> list[str]:
@@ -107,65 +107,37 @@ class _Generator:
         feats += rng.standard_normal(feats.shape).astype(np.float32) * cfg.feature_noise
         return feats, np.clip(boxes, 0.0, 1.0)
 
-    def describe(self, objs: list[dict], o: dict) -> str | None:
-        """Shortest unique description of ``o`` in the scene, or None."""
-        for attrs in (("shape",), ("color", "shape"), ("size", "shape"), ("size", "color", "shape")):
-            same = [p for p in objs if all(p[a] == o[a] for a in attrs)]
-            if len(same) == 1:
-                words = [
-                    {"color": COLORS, "shape": SHAPES, "size": SIZES}[a][o[a]] for a in attrs
-                ]
-                return " ".join(words)
-        return None
-
     def question(self, objs: list[dict]) -> tuple[str, str, str, str]:
-        """(question, answer, answer_type, kind) for one scene."""
+        """(question, answer, answer_type, kind) for one scene; yes/no answers are balanced."""
         rng = self.rng
-        while True:
-            kind = KINDS[int(rng.integers(len(KINDS)))]
-            if kind == "exist":
-                c, s = int(rng.integers(len(COLORS))), int(rng.integers(len(SHAPES)))
-                if rng.random() < 0.5:  # balance yes/no: ask about a present object half the time
-                    o = objs[int(rng.integers(len(objs)))]
-                    c, s = o["color"], o["shape"]
-                yes = any(o["color"] == c and o["shape"] == s for o in objs)
-                return f"is there a {COLORS[c]} {SHAPES[s]} ?", "yes" if yes else "no", "yes/no", kind
-            if kind == "count":
-                if rng.random() < 0.5:
-                    s = int(rng.integers(len(SHAPES)))
-                    n = sum(o["shape"] == s for o in objs)
-                    return f"how many {_plural(SHAPES[s])} are there ?", str(n), "number", kind
-                c = int(rng.integers(len(COLORS)))
-                n = sum(o["color"] == c for o in objs)
-                return f"how many {COLORS[c]} objects are there ?", str(n), "number", kind
-            o = objs[int(rng.integers(len(objs)))]
-            desc = self.describe(objs, o)
-            if desc is None:
-                continue
-            if kind == "attribute":
-                words = desc.split()
-                asks = []
-                if COLORS[o["color"]] not in words:
-                    asks.append((f"what color is the {desc} ?", COLORS[o["color"]]))
-                if SIZES[o["size"]] not in words:
-                    asks.append((f"what size is the {desc} ?", SIZES[o["size"]]))
-                if not asks:
-                    continue
-                q, a = asks[int(rng.integers(len(asks)))]
-                return q, a, "other", kind
-            # spatial
-            others = [p for p in objs if p is not o]
-            p = others[int(rng.integers(len(others)))]
-            pdesc = self.describe(objs, p)
-            if pdesc is None:
-                continue
+        kind = KINDS[int(rng.integers(len(KINDS)))]
+        pick = lambda seq: seq[int(rng.integers(len(seq)))]  # noqa: E731
+        side = pick(("leftmost", "rightmost"))
+        target = (min if side == "leftmost" else max)(objs, key=lambda o: o["x"])
+        if kind == "count":
             if rng.random() < 0.5:
-                side = "left" if rng.random() < 0.5 else "right"
-                truth = (o["x"] < p["x"]) if side == "left" else (o["x"] > p["x"])
-                return f"is the {desc} {side} of the {pdesc} ?", "yes" if truth else "no", "yes/no", kind
-            left_of = [q for q in objs if q["x"] < p["x"]]
-            if len(left_of) == 1:
-                return f"what shape is the object left of the {pdesc} ?", SHAPES[left_of[0]["shape"]], "other", kind
+                return "how many objects are there ?", str(len(objs)), "number", kind
+            s = int(rng.integers(len(SHAPES)))
+            return f"how many {_plural(SHAPES[s])} are there ?", str(sum(o["shape"] == s for o in objs)), "number", kind
+        if kind == "attribute":
+            attr = pick(("color", "shape", "size"))
+            names = {"color": COLORS, "shape": SHAPES, "size": SIZES}[attr]
+            return f"what {attr} is the {side} object ?", names[target[attr]], "other", kind
+        want = bool(rng.random() < 0.5)
+        if kind == "exist":
+            attr = pick(("color", "shape"))
+            names = COLORS if attr == "color" else SHAPES
+            present = {o[attr] for o in objs}
+            pool = [v for v in range(len(names)) if (v in present) == want] or list(present)
+            v = pick(pool)
+            text = f"is there a {names[v]} object ?" if attr == "color" else f"is there a {names[v]} ?"
+            return text, "yes" if v in present else "no", "yes/no", kind
+        # spatial: read the attribute of the object at one end and compare it with a word
+        attr = pick(("color", "shape"))
+        names = COLORS if attr == "color" else SHAPES
+        v = target[attr] if want else pick([i for i in range(len(names)) if i != target[attr]])
+        text = f"is the {side} object {names[v]} ?" if attr == "color" else f"is the {side} object a {names[v]} ?"
+        return text, "yes" if v == target[attr] else "no", "yes/no", kind
 
     def annotators(self, answer: str, answer_type: str) -> list[str]:
         pool = {"yes/no": ("yes", "no"), "number": COUNTS}.get(answer_type)
