@@ -42,7 +42,7 @@ class SyntheticConfig:
     pretrain_questions: int = 6000  # the disjoint split the rewind point is pretrained on
     num_boxes: int = 10
     feat_dim: int = 64
-    annotator_noise: float = 0.15  # chance an annotator gives a plausible wrong answer
+    annotator_noise: float = 0.05  # chance an annotator gives a plausible wrong answer
     feature_noise: float = 0.35
     seed: int = 1234  # the task itself; trial seeds never change the data
 

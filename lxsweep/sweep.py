@@ -198,8 +198,13 @@ def _connect(address: Optional[str], exp: Experiment) -> None:
         ray.init(address="local", resources={DRIVER_RESOURCE: 64}, log_to_driver=False, include_dashboard=False, runtime_env=env)
 
 
-def _concurrency(exp: Experiment) -> int:
-    """Trials at once: the experiment's limit, else as many worker groups as the cluster fits."""
+def _concurrency(exp: Experiment) -> Optional[int]:
+    """Trials at once: the experiment's limit, else as many worker groups as the cluster fits now.
+
+    An autoscaling cluster may have no GPU node yet: then every ready trial is
+    released (None = no limit), its resource demand makes the autoscaler add
+    nodes, and the searcher's priority order still decides who starts first.
+    """
     import ray
 
     r = exp.resources
@@ -211,7 +216,12 @@ def _concurrency(exp: Experiment) -> int:
         fits.append(res.get("GPU", 0) / (r.gpus_per_worker * r.workers_per_trial))
     if r.cpus_per_worker > 0:
         fits.append(res.get("CPU", 0) / (r.cpus_per_worker * r.workers_per_trial))
-    return max(1, int(min(fits))) if fits else 1
+    slots = int(min(fits)) if fits else 1
+    if slots < 1:
+        print("lxsweep: the cluster cannot hold one trial yet; releasing ready trials for the autoscaler "
+              "(set resources.max_concurrent_trials to cap concurrency)")
+        return None
+    return slots
 
 
 def launch(exp: Experiment, address: Optional[str] = None, resume: bool = False, progress: bool = True) -> int:
