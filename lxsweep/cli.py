@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import textwrap
-from typing import Callable, Optional
+from typing import Optional
 
 from lxsweep.config import SUBNETWORKS, ConfigError, Experiment, load_experiment
 
@@ -34,7 +33,6 @@ def _parser(sub, name: str, help_: str, example: str) -> argparse.ArgumentParser
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
-    from lxsweep.data import ANSWER_TYPES  # noqa: F401  (import cost before the clock starts)
     from lxsweep.plan import TrialKey, dense_key, parent, validate_key
     from lxsweep.store import Store, metrics_path
     from lxsweep.train import run_trial
@@ -78,8 +76,6 @@ def _print_result(m: dict) -> None:
 def majority_baseline(exp: Experiment) -> float:
     """Accuracy of always answering the most frequent training answer."""
     from collections import Counter
-
-    import numpy as np
 
     from lxsweep.metric import score
     from lxsweep.train import load_dataset

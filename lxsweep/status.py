@@ -1,13 +1,13 @@
 """Sweep status from the store alone: counts, best ticket, elapsed and remaining time.
 
 ``lxsweep status`` prints it for any store; during ``launch`` a Tune callback
-refreshes the same lines on the console every few seconds instead of Ray's
-raw log stream (Ray's logs still go to files under the session directory).
+(``lxsweep.sweep.StatusCallback``) refreshes the same lines on the console
+every few seconds instead of Ray's raw log stream (Ray's logs still go to
+files under the session directory).
 """
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -124,67 +124,3 @@ def summary_lines(store: Store, plan: Plan) -> list[str]:
         m = snap.done[key]
         lines.append(f"{key.name:<16} {100 * m['sparsity']:8.1f}% {100 * m['accuracy']:9.2f}")
     return lines
-
-
-def _tune_callback_base():
-    from ray.tune import Callback
-
-    return Callback
-
-
-class StatusCallback(_tune_callback_base()):
-    """Prints the status lines every ``every`` seconds and when a trial ends; updates the W&B summary run."""
-
-    def __init__(self, store: Store, plan: Plan, searcher, progress: bool = True, every: float = 10.0):
-        self.store, self.plan, self.searcher, self.progress, self.every = store, plan, searcher, progress, every
-        self.last = 0.0
-        self.tracker = None
-        self.slots = 1
-
-    def setup(self, **info):
-        from lxsweep.tracking import SweepTracker
-
-        self.tracker = SweepTracker(self.plan.exp, self.store)
-
-    def _show(self, force: bool = False) -> None:
-        if not force and time.time() - self.last < self.every:
-            return
-        self.last = time.time()
-        self.slots = max(self.slots, len(self.searcher.running))
-        lines = status_lines(self.store, self.plan, self.slots)
-        stamp = time.strftime("%H:%M:%S")
-        print(f"[{stamp}] " + "\n           ".join(lines), file=sys.stdout, flush=True)
-
-    def on_step_begin(self, iteration, trials, **info):
-        self._show()
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        if self.progress:
-            t = trial.config.get("trial", trial.trial_id)
-            if "accuracy" in result and "epoch" in result:
-                print(f"           {t} epoch {int(result['epoch'])}: accuracy {100 * result['accuracy']:.2f}", flush=True)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self._update_summary()
-        self._show(force=True)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._show(force=True)
-
-    def _update_summary(self) -> None:
-        if self.tracker is None:
-            return
-        from lxsweep.report import load_rows
-
-        self.tracker.update(load_rows(self.store))
-
-    def final(self) -> list[str]:
-        """Write the report, log it to the summary run, close the run; returns the report paths."""
-        from lxsweep.report import load_rows, write_report
-
-        paths = write_report(self.store)
-        if self.tracker is not None:
-            fig = next((p for p in paths if p.endswith(".png")), None)
-            self.tracker.update(load_rows(self.store), figure=fig if fig and not self.store.uri else None)
-            self.tracker.close()
-        return paths

@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 import yaml
+from ray.tune import Callback
 
 from lxsweep.config import Experiment, from_dict
 from lxsweep.plan import Plan, TrialKey
+from lxsweep.status import status_lines
 from lxsweep.store import Store, metrics_path
 
 DRIVER_RESOURCE = "driver_slot"
@@ -178,6 +180,66 @@ def _make_searcher(plan: Plan, store: Store, base_config: dict):
     return DagSearcher()
 
 
+# -- the console --------------------------------------------------------------
+
+class StatusCallback(Callback):
+    """Prints the status lines every ``every`` seconds and when a trial ends; updates the W&B summary run."""
+
+    def __init__(self, store: Store, plan: Plan, searcher, progress: bool = True, every: float = 10.0):
+        self.store, self.plan, self.searcher, self.progress, self.every = store, plan, searcher, progress, every
+        self.last = 0.0
+        self.tracker = None
+        self.slots = 1
+
+    def setup(self, **info):
+        from lxsweep.tracking import SweepTracker
+
+        self.tracker = SweepTracker(self.plan.exp, self.store)
+
+    def _show(self, force: bool = False) -> None:
+        if not force and time.time() - self.last < self.every:
+            return
+        self.last = time.time()
+        self.slots = max(self.slots, len(self.searcher.running))
+        lines = status_lines(self.store, self.plan, self.slots)
+        stamp = time.strftime("%H:%M:%S")
+        print(f"[{stamp}] " + "\n           ".join(lines), file=sys.stdout, flush=True)
+
+    def on_step_begin(self, iteration, trials, **info):
+        self._show()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if self.progress:
+            t = trial.config.get("trial", trial.trial_id)
+            if "accuracy" in result and "epoch" in result:
+                print(f"           {t} epoch {int(result['epoch'])}: accuracy {100 * result['accuracy']:.2f}", flush=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._update_summary()
+        self._show(force=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._show(force=True)
+
+    def _update_summary(self) -> None:
+        if self.tracker is None:
+            return
+        from lxsweep.report import load_rows
+
+        self.tracker.update(load_rows(self.store))
+
+    def final(self) -> list[str]:
+        """Write the report, log it to the summary run, close the run; returns the report paths."""
+        from lxsweep.report import load_rows, write_report
+
+        paths = write_report(self.store)
+        if self.tracker is not None:
+            fig = next((p for p in paths if p.endswith(".png")), None)
+            self.tracker.update(load_rows(self.store), figure=fig if fig and not self.store.uri else None)
+            self.tracker.close()
+        return paths
+
+
 # -- launching ----------------------------------------------------------------
 
 
@@ -231,7 +293,7 @@ def launch(exp: Experiment, address: Optional[str] = None, resume: bool = False,
     import ray
     from ray import tune
 
-    from lxsweep.status import StatusCallback, summary_lines
+    from lxsweep.status import summary_lines
     from lxsweep.train import rewind_point
 
     store = Store.for_experiment(exp)

@@ -6,7 +6,6 @@ most assertions.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import signal
 import subprocess
@@ -184,6 +183,15 @@ def test_worker_crash_resumes_from_checkpoint_with_same_result(sweep, tmp_path):
     assert [a["resumed"] for a in sorted(attempts, key=lambda a: a["started_at"])] == [False, True]
     m, ref = crashed.read_json("trials/dense-L0-s0/metrics.json"), store.read_json("trials/dense-L0-s0/metrics.json")
     assert m["accuracy"] == ref["accuracy"] and m["replica_digests"] == ref["replica_digests"]
+    # W&B: the resumed attempt continues the same run id and logs only the epochs it ran.
+    from wandb_records import run_info
+
+    files = sorted(Path(crashed.path("wandb")).rglob("*dense-L0-s0*.wandb"), key=lambda f: f.parent.name)  # by start time
+    segments = [run_info(f) for f in files]
+    assert len(segments) == 2 and {s["id"] for s in segments} == {f"{crashed.root.split('/')[-1]}-dense-L0-s0"}
+    epochs = [h["epoch"] for s in segments for h in s["history"] if "accuracy" in h]
+    assert len(epochs) == len(set(epochs)) and max(epochs) == 2
+    assert [h["epoch"] for h in segments[-1]["history"] if "accuracy" in h] == [2]
 
 
 def test_failed_trial_skips_descendants_and_exits_nonzero(tmp_path):

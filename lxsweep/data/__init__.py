@@ -6,7 +6,9 @@ came from.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -71,3 +73,29 @@ def soft_score(count: int) -> float:
     0.3 / 0.6 / 0.9 / 1.0 for 1 / 2 / 3 / >=4 annotators (min(1, count*0.3)).
     """
     return 0.0 if count <= 0 else (1.0 if count >= 4 else round(0.3 * count, 1))
+
+
+def soft_targets(answers: Sequence[str], label_of: Mapping[str, int]) -> list[tuple[int, float]]:
+    """(label, soft score) of each in-vocabulary answer among the annotators', by label.
+
+    Answers are normalised first; a label's score is :func:`soft_score` of how
+    many annotators gave it (1, 2, 3, >=4 -> 0.3, 0.6, 0.9, 1.0).
+    """
+    from lxsweep.metric import normalize_answer
+
+    counts = Counter(normalize_answer(a) for a in answers)
+    return sorted((label_of[a], soft_score(c)) for a, c in counts.items() if a in label_of)
+
+
+def pad_targets(targets: Sequence[Sequence[tuple[int, float]]], width: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Per-question (label, score) lists -> ``target_labels`` int64 [N, K] (-1 pad), ``target_scores`` float32 [N, K].
+
+    K is ``width`` or the longest list, whichever is larger.
+    """
+    k = max([width, *(len(t) for t in targets)])
+    labels = np.full((len(targets), k), -1, dtype=np.int64)
+    scores = np.zeros((len(targets), k), dtype=np.float32)
+    for i, row in enumerate(targets):
+        for j, (label, value) in enumerate(row):
+            labels[i, j], scores[i, j] = label, value
+    return labels, scores

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from lxsweep.config import SyntheticConfig
-from lxsweep.data import VQADataset, VQASplit, soft_score
+from lxsweep.data import VQADataset, VQASplit, pad_targets, soft_targets
 
 COLORS = ("red", "blue", "green", "yellow", "purple", "gray")
 SHAPES = ("cube", "sphere", "cylinder", "cone")
@@ -159,9 +159,10 @@ def generate_split(cfg: SyntheticConfig, num_questions: int, split_seed: int, qu
     num_images = -(-num_questions // questions_per_image)
     features = np.zeros((num_images, cfg.num_boxes, cfg.feat_dim), dtype=np.float32)
     boxes = np.zeros((num_images, cfg.num_boxes, 4), dtype=np.float32)
-    questions, answers, types, kinds, image_index = [], [], [], [], []
+    questions, answers, types, kinds, image_index, scenes = [], [], [], [], [], []
     for img in range(num_images):
         objs = gen.scene()
+        scenes.append(objs)
         features[img], boxes[img] = gen.regions(objs)
         for _ in range(questions_per_image):
             if len(questions) == num_questions:
@@ -175,17 +176,13 @@ def generate_split(cfg: SyntheticConfig, num_questions: int, split_seed: int, qu
     return {
         "features": features, "boxes": boxes, "questions": questions, "answers": answers,
         "answer_types": types, "question_kinds": kinds, "image_index": np.asarray(image_index, dtype=np.int64),
+        "scenes": scenes,  # the ground truth behind the features, for tests and inspection
     }
 
 
 def _to_split(raw: dict, label_of: dict[str, int], id_offset: int) -> VQASplit:
     n = len(raw["questions"])
-    labels = np.full((n, 10), -1, dtype=np.int64)
-    scores = np.zeros((n, 10), dtype=np.float32)
-    for i, annotations in enumerate(raw["answers"]):
-        counted = [(a, c) for a, c in sorted(Counter(annotations).items()) if a in label_of]
-        for j, (a, c) in enumerate(counted):
-            labels[i, j], scores[i, j] = label_of[a], soft_score(c)
+    labels, scores = pad_targets([soft_targets(given, label_of) for given in raw["answers"]])
     return VQASplit(
         question_ids=np.arange(id_offset, id_offset + n, dtype=np.int64),
         questions=raw["questions"], image_index=raw["image_index"], features=raw["features"],

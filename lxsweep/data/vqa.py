@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from lxsweep.data import ANSWER_TYPES, VQADataset, VQASplit, soft_score
+from lxsweep.data import ANSWER_TYPES, VQADataset, VQASplit, pad_targets, soft_targets
 
 FIELDNAMES = ("img_id", "img_h", "img_w", "objects_id", "objects_conf",
               "attrs_id", "attrs_conf", "num_boxes", "boxes", "features")
@@ -52,7 +52,6 @@ BOXES_FILE = "boxes.npy"
 ANSWERS_FILE = "answers.json"
 IMAGES_FILE = "images.json"
 QUESTIONS_FILE = "questions.jsonl"
-MIN_TARGET_WIDTH = 10  # VQA v2 has ten annotators, so at most ten distinct answers
 _IN_PROGRESS_FILE = ".prepare-in-progress"
 _SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _TRAILING_NUMBER = re.compile(r"(\d+)$")
@@ -250,32 +249,6 @@ def build_answer_vocab(annotations: Iterable[Mapping[str, Any]], min_count: int 
 
     counts = Counter(normalize_answer(a["multiple_choice_answer"]) for a in annotations)
     return sorted((a for a, c in counts.items() if c >= min_count), key=lambda a: (-counts[a], a))
-
-
-def soft_targets(answers: Sequence[str], label_of: Mapping[str, int]) -> list[tuple[int, float]]:
-    """(label, soft score) of each in-vocabulary answer among the annotators', by label.
-
-    Answers are normalised first; a label's score is :func:`soft_score` of how
-    many annotators gave it (1, 2, 3, >=4 -> 0.3, 0.6, 0.9, 1.0).
-    """
-    from lxsweep.metric import normalize_answer
-
-    counts = Counter(normalize_answer(a) for a in answers)
-    return sorted((label_of[a], soft_score(c)) for a, c in counts.items() if a in label_of)
-
-
-def pad_targets(targets: Sequence[Sequence[tuple[int, float]]], width: int = MIN_TARGET_WIDTH) -> tuple[np.ndarray, np.ndarray]:
-    """Per-question (label, score) lists -> ``target_labels`` int64 [N, K] (-1 pad), ``target_scores`` float32 [N, K].
-
-    K is ``width`` or the longest list, whichever is larger.
-    """
-    k = max([width, *(len(t) for t in targets)])
-    labels = np.full((len(targets), k), -1, dtype=np.int64)
-    scores = np.zeros((len(targets), k), dtype=np.float32)
-    for i, row in enumerate(targets):
-        for j, (label, value) in enumerate(row):
-            labels[i, j], scores[i, j] = label, value
-    return labels, scores
 
 
 def read_vqa_split(questions_json: str | Path, annotations_json: str | Path) -> list[dict[str, Any]]:
