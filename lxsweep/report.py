@@ -17,6 +17,7 @@ from lxsweep.store import Store
 ACCURACY_COLUMNS = ("accuracy", "accuracy_yesno", "accuracy_number", "accuracy_other")
 PANELS = {"accuracy": "overall", "accuracy_yesno": "yes/no", "accuracy_number": "number", "accuracy_other": "other"}
 COLORS = {"low": "#1f77b4", "high": "#ff7f0e", "random": "#2ca02c", "reinit": "#9467bd"}
+MARKERS = {"low": "o", "high": "s", "random": "^", "reinit": "D"}
 REPORT_DIR = "report"
 
 
@@ -108,32 +109,43 @@ def to_markdown(rows: list[dict], title: str) -> str:
 
 
 def plot(rows: list[dict], path: str | Path, title: str) -> None:
-    """The paper's figure: accuracy vs sparsity per subnetwork, error bars over seeds, dense reference."""
+    """The paper's figure: accuracy vs sparsity per subnetwork, error bars over seeds, dense reference.
+
+    One panel per answer type (overall, yes/no, number, other); a second row
+    per question kind when the data has kinds beyond the answer types (the
+    synthetic task's count / attribute / exist / spatial).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     agg = aggregate(rows)
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4.2), dpi=100, sharex=True)
+    kinds = kind_columns(rows)
+    panels = [list(PANELS.items())] + ([[(k, k[len("accuracy_"):]) for k in kinds]] if kinds else [])
+    ncols = max(len(r) for r in panels)
+    fig, axes = plt.subplots(len(panels), ncols, figsize=(16, 4.2 * len(panels)), dpi=100, squeeze=False)
     dense = next((a for a in agg if a["subnetwork"] == DENSE), None)
     subs = [s for s in ("low", "high", "random", "reinit") if any(a["subnetwork"] == s for a in agg)]
-    for ax, (metric, label) in zip(axes, PANELS.items()):
-        for sub in subs:
-            pts = sorted((a for a in agg if a["subnetwork"] == sub and f"{metric}_mean" in a), key=lambda a: a["level"])
+    for row, items in zip(axes, panels):
+        for ax in row[len(items):]:
+            ax.axis("off")
+        for ax, (metric, label) in zip(row, items):
+            for sub in subs:
+                pts = sorted((a for a in agg if a["subnetwork"] == sub and f"{metric}_mean" in a), key=lambda a: a["level"])
+                if dense and f"{metric}_mean" in dense:
+                    pts = [dense] + pts  # every subnetwork starts at the dense model
+                xs = [100 * a["sparsity"] for a in pts]
+                ys = [100 * a[f"{metric}_mean"] for a in pts]
+                es = [100 * a[f"{metric}_std"] for a in pts]
+                ax.errorbar(xs, ys, yerr=es, marker=MARKERS[sub], ms=4, capsize=3, color=COLORS[sub], label=sub, alpha=0.9)
             if dense and f"{metric}_mean" in dense:
-                pts = [dense] + pts  # every subnetwork starts at the dense model
-            xs = [100 * a["sparsity"] for a in pts]
-            ys = [100 * a[f"{metric}_mean"] for a in pts]
-            es = [100 * a[f"{metric}_std"] for a in pts]
-            ax.errorbar(xs, ys, yerr=es, marker="o", ms=4, capsize=3, color=COLORS[sub], label=sub)
-        if dense and f"{metric}_mean" in dense:
-            ax.axhline(100 * dense[f"{metric}_mean"], color="gray", ls="--", lw=1, label="dense")
-        ax.set_title(label)
-        ax.set_xlabel("sparsity (% of prunable weights removed)")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("VQA accuracy (%)")
-    axes[0].legend(loc="lower left", fontsize=8)
+                ax.axhline(100 * dense[f"{metric}_mean"], color="gray", ls="--", lw=1, label="dense")
+            ax.set_title(label)
+            ax.set_xlabel("sparsity (% of prunable weights removed)")
+            ax.grid(alpha=0.3)
+        row[0].set_ylabel("VQA accuracy (%)")
+    axes[0][0].legend(loc="lower left", fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path)

@@ -95,6 +95,7 @@ def trial_driver(config: dict) -> None:
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    started = time.time()
     exp = _experiment_from(config)
     r = exp.resources
     store = Store(config["store"])
@@ -117,6 +118,8 @@ def trial_driver(config: dict) -> None:
     trainer.fit()
     if not store.exists(metrics_path(config["trial"])):
         raise RuntimeError(f"trial {config['trial']} ended without writing {metrics_path(config['trial'])}")
+    # Ray's share of the trial's wall time (bench/ray_overhead.py reads it).
+    store.write_json(f"trials/{config['trial']}/driver.json", {"started_at": started, "finished_at": time.time()})
 
 
 # -- the searcher -------------------------------------------------------------

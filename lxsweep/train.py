@@ -236,6 +236,8 @@ class _Fit:
             ids = [rt.device.index] if rt.device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.epoch, self.step, self.history = 0, 0, []
+        self.first_step_at: Optional[float] = None  # wall clock of this attempt's first/last optimizer step
+        self.last_step_at: Optional[float] = None
         self.on_step: Optional[Callable[[int], None]] = None
 
     def state(self) -> dict:
@@ -281,6 +283,9 @@ class _Fit:
             if self.enforcer:
                 self.enforcer.apply()
             self.step += 1
+            self.last_step_at = time.time()
+            if self.first_step_at is None:
+                self.first_step_at = self.last_step_at
             total += loss.detach()
             count += 1
             if self.on_step:
@@ -428,7 +433,8 @@ def run_trial(
         "best_accuracy": max(h["accuracy"] for h in history),
         "train_loss": final["train_loss"], "epochs": len(history), "steps": fit.step,
         "history": history, "child_masks": children,
-        "started_at": started, "finished_at": time.time(), "duration_s": round(time.time() - started, 3),
+        "started_at": started, "first_step_at": fit.first_step_at, "last_step_at": fit.last_step_at,
+        "finished_at": time.time(), "duration_s": round(time.time() - started, 3),
         "experiment": exp.name, "hash": exp.hash, "world_size": rt.world, "replica_digests": digests, "device": str(rt.device),
         "host": socket.gethostname(), "python": platform.python_version(), "torch": torch.__version__,
     }

@@ -102,7 +102,7 @@ def test_report_matches_metrics_and_plot(sweep, tmp_path):
     assert f"| dense | 0 | 0.0 | 1 | {100 * dense:.2f} ± 0.00 |" in md
     png = Path(store.path("report/accuracy_vs_sparsity.png"))
     img = Image.open(png)
-    assert img.size == (1600, 420)
+    assert img.size == (1600, 840)  # answer types + the synthetic question kinds
     again = tmp_path / "again.png"  # rendered from the metrics.json numbers: the same pixels
     plot(load_rows(store), again, f"{Path(store.root).name}: accuracy vs sparsity (mean ± std over seeds)")
     assert np.array_equal(np.asarray(Image.open(again)), np.asarray(img))
