@@ -85,7 +85,9 @@ def machine() -> dict[str, str]:
 
 
 def print_machine() -> None:
-    print("machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()))
+    """One line of machine facts, plus the load average: other work on the machine skews absolute numbers."""
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()) + f"; load average {load}")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -13,11 +13,14 @@ two epochs. Store sizes and worker counts are interleaved across repetitions.
 
 Memory: VmRSS = RssAnon (private memory) + RssFile (pages of the mapped store
 that this process has touched: shared page cache, reclaimable, not a copy).
+"RssAnon before epochs" is taken after the store is opened and the questions
+tokenized (that part grows with the number of *questions*); the peak during
+the epochs shows what iterating adds.
 With ``num_workers`` > 0 the reading happens in the workers; their numbers are
 the sum over workers, sampled during the epoch.
 
     python bench/loader.py             # 2,000 and 8,000 images, workers 0 and 2, 2 repetitions
-    python bench/loader.py --quick     # 500 and 2,000 images, 1 repetition (< 60 s once cached)
+    python bench/loader.py --quick     # 500 and 2,000 images, 1 repetition of 1 epoch (< 60 s once cached)
 """
 from __future__ import annotations
 
@@ -79,6 +82,7 @@ def measure(store: Path, workers: int, epochs: int) -> dict:
         write_tokenizer(tok_dir)  # a word-level BERT tokenizer: the real tokenize() path, offline
         tokens = tokenize(load_tokenizer(tok_dir), data.train.questions, MAX_TOKENS)
     rt = Runtime(torch.device("cpu"))
+    ready = proc_status()["RssAnon"]  # store opened, questions tokenized: what grows with questions
     rates, main_peak, worker_peak = [], {}, {}
     for epoch in range(epochs):
         loader = make_loader(data.train, tokens, BATCH_SIZE, rt, shuffle_seed=epoch, num_workers=workers)
@@ -91,7 +95,7 @@ def measure(store: Path, workers: int, epochs: int) -> dict:
                 if workers:
                     _sample_memory(worker_peak, child_pids())
         rates.append(samples / (time.perf_counter() - start))
-    return {"samples": samples, "rates": rates, "main": main_peak, "workers": worker_peak,
+    return {"samples": samples, "rates": rates, "ready_anon": ready, "main": main_peak, "workers": worker_peak,
             "features_bytes": (store / "features.f16.npy").stat().st_size}
 
 
@@ -107,19 +111,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, nargs="+", help="store sizes in images (default 2000 8000)")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers (default 0 2)")
     parser.add_argument("--reps", type=int, default=2, help="interleaved repetitions (default 2)")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs per measurement process (default 2)")
+    parser.add_argument("--epochs", type=int, help="epochs per measurement process (default 2; --quick: 1)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "lxsweep-bench-stores",
                         help="where the prepared stores are kept between runs")
     parser.add_argument("--clean", action="store_true", help="delete the cached stores at the end")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
-        print(json.dumps(measure(args.measure, args.workers[0], args.epochs)))
+        print(json.dumps(measure(args.measure, args.workers[0], args.epochs or 2)))
         return 0
 
     print_machine()
     sizes = args.images or ([500, 2000] if args.quick else [2000, 8000])
     reps = 1 if args.quick else args.reps
+    args.epochs = args.epochs or (1 if args.quick else 2)
     stores = {}
     for n in sizes:
         start = time.perf_counter()
@@ -139,13 +144,15 @@ def main(argv: list[str] | None = None) -> int:
         later = statistics.median(rate for run in runs for rate in run["rates"][1:]) if args.epochs > 1 else first
         main_mem = {k: statistics.median(run["main"][k] for run in runs) for k in MEMORY_KEYS}
         worker_mem = {k: statistics.median(run["workers"].get(k, 0) for run in runs) for k in MEMORY_KEYS}
+        ready = statistics.median(run["ready_anon"] for run in runs)
         rows.append([n, mib(runs[0]["features_bytes"]), runs[0]["samples"], w, f"{first:.0f}", f"{later:.0f}",
-                     *(mib(main_mem[k]) for k in MEMORY_KEYS),
+                     mib(main_mem["VmRSS"]), mib(ready), mib(main_mem["RssAnon"]), mib(main_mem["RssFile"]),
                      *(mib(worker_mem[k]) if w else "" for k in ("RssAnon", "RssFile"))])
     print(f"\nbatch {BATCH_SIZE}, {MAX_TOKENS} tokens, 36x2048 float16 regions, {reps} repetition(s) x "
           f"{args.epochs} epochs per process")
     print(table(["images", "features file", "samples/epoch", "workers", "samples/s epoch 1", "samples/s later",
-                 "main VmRSS", "main RssAnon", "main RssFile", "workers RssAnon", "workers RssFile"], rows))
+                 "main VmRSS", "main RssAnon before epochs", "main RssAnon peak", "main RssFile",
+                 "workers RssAnon", "workers RssFile"], rows))
     if args.clean:
         shutil.rmtree(args.cache, ignore_errors=True)
     return 0

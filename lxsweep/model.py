@@ -45,18 +45,33 @@ def build_tiny(config: dict, num_answers: int, vocab_size: int, visual_feat_dim:
         return LxmertForQuestionAnswering(cfg)
 
 
+def _init_weights(module: torch.nn.Module, std: float, generator: torch.Generator) -> None:
+    """BERT-style init (normal(0, std) weights, zero biases, unit LayerNorm) from an explicit generator.
+
+    Written out here because transformers' own ``_init_weights`` skips
+    parameters it marks as already initialised by ``from_pretrained``.
+    """
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, (torch.nn.Linear, torch.nn.Embedding)):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=generator) * std)
+                if getattr(m, "bias", None) is not None:
+                    m.bias.zero_()
+                if isinstance(m, torch.nn.Embedding) and m.padding_idx is not None:
+                    m.weight[m.padding_idx].zero_()
+            elif isinstance(m, torch.nn.LayerNorm):
+                m.weight.fill_(1.0)
+                m.bias.zero_()
+
+
 def init_answer_head(model: LxmertForQuestionAnswering, seed: int) -> None:
     """Re-initialise the answer head deterministically from ``seed``."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model.answer_head.apply(model._init_weights)
+    _init_weights(model.answer_head, model.config.initializer_range, torch.Generator().manual_seed(seed))
 
 
 def reinitialize(model: LxmertForQuestionAnswering, seed: int) -> None:
     """Fresh random weights everywhere (the LTH reinitialisation control)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model.apply(model._init_weights)
+    _init_weights(model, model.config.initializer_range, torch.Generator().manual_seed(seed))
 
 
 def save(model: LxmertForQuestionAnswering, tokenizer, directory: str | Path) -> None:
