@@ -60,7 +60,7 @@ def test_chain_writes_nested_masks_and_metrics(exp):
         assert not (m2[name] & ~m1[name]).any(), f"low(2) keeps a weight low(1) pruned in {name}"
     assert_exact(m1, exp.sparsity(1))
     assert_exact(m2, exp.sparsity(2))
-    assert low1["sparsity"] == pytest.approx(exp.sparsity(1), abs=1e-6)
+    assert low1["sparsity"] == pytest.approx(exp.sparsity(1), abs=1e-4)
     assert 0 < low1["sparsity_all"] < low1["sparsity"]  # embeddings and the head are never pruned
     on_disk = json.loads(Path(store.path("trials/low-L1-s0/metrics.json")).read_text())
     assert on_disk["accuracy"] == low1["accuracy"] and len(on_disk["history"]) == exp.training.epochs
@@ -91,7 +91,7 @@ def test_reinit_uses_the_ticket_mask_with_fresh_weights(smoke_file, tiny_overrid
     assert not torch.allclose(lw[name], rw[name])  # not the rewind point
     assert not torch.allclose(lw["lxmert.embeddings.word_embeddings.weight"], rw["lxmert.embeddings.word_embeddings.weight"])
     metrics = run_trial(exp, K("reinit-L1-s0"), store, log=lambda s: None)
-    assert metrics["sparsity"] == pytest.approx(exp.sparsity(1), abs=1e-6)
+    assert metrics["sparsity"] == pytest.approx(exp.sparsity(1), abs=1e-4)
 
 
 def test_oneshot_masks_come_from_the_dense_weights(smoke_file, tiny_overrides):
@@ -108,7 +108,7 @@ def test_oneshot_masks_come_from_the_dense_weights(smoke_file, tiny_overrides):
     for name in masks[0]:
         assert not (masks[2][name] & ~masks[0][name]).any()
     low3 = run_trial(exp, K("low-L3-s0"), store, log=lambda s: None)  # needs no low-L2 trial
-    assert low3["sparsity"] == pytest.approx(exp.sparsity(3), abs=1e-6)
+    assert low3["sparsity"] == pytest.approx(exp.sparsity(3), abs=1e-4)
 
 
 def test_rewind_to_a_step_of_the_dense_run(smoke_file, tiny_overrides):
@@ -169,7 +169,8 @@ def test_real_formats_prepare_vqa_and_saved_model(tmp_path):
     dense = run_trial(exp, K("dense-L0-s0"), store, log=lambda s: None)
     low = run_trial(exp, K("low-L1-s0"), store, log=lambda s: None)
     assert 0.0 <= dense["accuracy"] <= 1.0 and {"accuracy_yesno", "accuracy_number", "accuracy_other"} <= set(dense)
-    assert low["sparsity"] == pytest.approx(0.1, abs=1e-6)
+    assert_exact(_load_mask(store, "low-L1-s0"), 0.1)
+    assert low["sparsity"] == pytest.approx(0.1, abs=1e-4)
     assert not any(k.startswith("accuracy_kind") for k in dense)
 
 
