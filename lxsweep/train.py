@@ -69,11 +69,9 @@ def runtime(exp: Experiment) -> Runtime:
         torch.backends.cudnn.allow_tf32 = True
         bf16 = exp.training.precision in ("auto", "bf16") and torch.cuda.is_bf16_supported()
         return Runtime(device, rank, world, torch.bfloat16 if bf16 else None, fused_adamw=True, pin_memory=True)
-    if exp.training.precision == "bf16":
-        return Runtime(torch.device("cpu"), rank, world, torch.bfloat16)
     # Same thread count in `lxsweep trial` and in a Ray worker: CPU results then match bit for bit.
     torch.set_num_threads(max(1, int(exp.resources.cpus_per_worker)))
-    return Runtime(torch.device("cpu"), rank, world)
+    return Runtime(torch.device("cpu"), rank, world, torch.bfloat16 if exp.training.precision == "bf16" else None)
 
 
 def trial_seed(key: TrialKey, purpose: str) -> int:
