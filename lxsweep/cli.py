@@ -55,9 +55,10 @@ def cmd_trial(args: argparse.Namespace) -> int:
         _print_result(run_trial(exp, k, store, log=_log))
     metrics = run_trial(exp, key, store, log=_log)
     _print_result(metrics)
-    if key.level == 0 or dense_key(key.seed) == key:
-        base = majority_baseline(exp)
-        print(f"majority-answer baseline: accuracy {base:.4f} (dense {metrics['accuracy']:.4f})")
+    dense = dense_key(key.seed)
+    if store.exists(metrics_path(dense.name)):
+        dense_acc = store.read_json(metrics_path(dense.name))["accuracy"]
+        print(f"majority-answer baseline: accuracy {majority_baseline(exp):.4f}; {dense.name}: {dense_acc:.4f}")
     print(f"metrics: {store.path(metrics_path(key.name))}")
     return 0
 
