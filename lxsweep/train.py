@@ -232,7 +232,8 @@ class _Fit:
         self.net = self.model
         if rt.world > 1:
             ids = [rt.device.index] if rt.device.type == "cuda" else None
-            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            # find_unused_parameters: LXMERT's last cross layer computes a vision output the QA head never reads.
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
         self.epoch, self.step, self.history = 0, 0, []
         self.first_step_at: Optional[float] = None  # wall clock of this attempt's first/last optimizer step
         self.last_step_at: Optional[float] = None
@@ -328,7 +329,10 @@ class _Fit:
                 log(f"{self.key.name} epoch {self.epoch}/{self.epochs}: loss {train['train_loss']:.4f} "
                     f"accuracy {metrics['accuracy']:.4f} ({metrics['epoch_seconds']:.1f}s)")
             if fault and fault.split(":")[:2] == [self.key.name, str(self.epoch)] and (not resumed or fault.endswith(":always")):
-                os._exit(17)  # a hard worker death, as an OOM kill or a lost node looks
+                # Die a few seconds into the next epoch, as an OOM kill or a lost node would: by then Ray Train
+                # has registered this epoch's checkpoint (reports are committed when its controller polls).
+                time.sleep(3)
+                os._exit(17)
         return self.history
 
     def measured_sparsity(self) -> float:

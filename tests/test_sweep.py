@@ -188,7 +188,9 @@ def test_worker_crash_resumes_from_checkpoint_with_same_result(sweep, tmp_path):
 
     files = sorted(Path(crashed.path("wandb")).rglob("*dense-L0-s0*.wandb"), key=lambda f: f.parent.name)  # by start time
     segments = [run_info(f) for f in files]
-    assert len(segments) == 2 and {s["id"] for s in segments} == {f"{crashed.root.split('/')[-1]}-dense-L0-s0"}
+    # The killed attempt's file may end before its run record; every record that is there names one run id.
+    assert len(segments) == 2 and {s.get("id") for s in segments} - {None} == {f"{crashed.root.split('/')[-1]}-dense-L0-s0"}
+    assert segments[-1].get("id")
     epochs = [h["epoch"] for s in segments for h in s["history"] if "accuracy" in h]
     assert len(epochs) == len(set(epochs)) and max(epochs) == 2
     assert [h["epoch"] for h in segments[-1]["history"] if "accuracy" in h] == [2]
