@@ -338,8 +338,9 @@ class _Fit:
     def measured_sparsity(self) -> float:
         """Fraction of masked weights that are exactly zero (should equal the target)."""
         assert self.enforcer is not None
-        zeros = sum(int((p == 0).sum()) for p in self.enforcer._params)
-        return zeros / sum(p.numel() for p in self.enforcer._params)
+        params = dict(self.model.named_parameters())
+        masked = [params[name] for name in self.enforcer.names]
+        return sum(int((p == 0).sum()) for p in masked) / sum(p.numel() for p in masked)
 
 
 def soft_target_matrix(labels: torch.Tensor, scores: torch.Tensor, num_answers: int) -> torch.Tensor:
@@ -430,7 +431,7 @@ def run_trial(
         "trial": key.name, "level": key.level, "subnetwork": key.subnetwork, "seed": key.seed,
         "target_sparsity": exp.sparsity(key.level),
         "sparsity": report_["sparsity"] if report_ else 0.0,
-        "sparsity_all": (report_["total"] - report_["kept"]) / total_params if report_ else 0.0,
+        "sparsity_all": report_["sparsity_all_parameters"] if report_ else 0.0,
         **{k: v for k, v in final.items() if k.startswith("accuracy")},
         "best_accuracy": max(h["accuracy"] for h in history),
         "train_loss": final["train_loss"], "epochs": len(history), "steps": fit.step,
