@@ -47,12 +47,27 @@ class SyntheticConfig:
     seed: int = 1234  # the task itself; trial seeds never change the data
 
 
+PRETRAINING_OBJECTIVES = ("mlm", "obj", "attr", "feat", "itm", "qa")
+
+
+@dataclass
+class PretrainingConfig:
+    """How the embedded task's rewind point is pretrained (lxsweep/pretrain.py); synthetic data only."""
+
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 5e-4
+    warmup: float = 0.1
+    objectives: list[str] = field(default_factory=lambda: list(PRETRAINING_OBJECTIVES))
+    mask_prob: float = 0.15  # words and regions masked for mlm / obj / attr / feat
+
+
 @dataclass
 class ModelConfig:
-    pretrained: Optional[str] = None  # hub name or local directory; None = build from `config`
+    pretrained: Optional[str] = None  # hub name or local directory; None = pretrain a tiny LXMERT from `config`
     tokenizer: Optional[str] = None  # defaults to `pretrained`
     config: dict = field(default_factory=dict)  # LxmertConfig kwargs when pretrained is None
-    pretrain_epochs: int = 4  # synthetic only: epochs of the rewind point's pretraining stage
+    pretraining: PretrainingConfig = field(default_factory=PretrainingConfig)
 
 
 @dataclass
@@ -165,7 +180,7 @@ class Experiment:
         training.pop("eval_batch_size")
         model = dict(d["model"])
         if self.model.pretrained is not None or self.data.source != "synthetic":
-            model.pop("pretrain_epochs")
+            model.pop("pretraining")
         return {"model": model, "data": data, "training": training, "pruning": pruning, "rewind": d["rewind"]}
 
     @property
@@ -370,8 +385,23 @@ def _validate(exp: Experiment, where: str) -> None:
         fail("data.synthetic.annotator_noise", s.annotator_noise, "a probability in [0, 1)")
     if s.feature_noise < 0:
         fail("data.synthetic.feature_noise", s.feature_noise, "a number >= 0")
-    if exp.model.pretrain_epochs < 0:
-        fail("model.pretrain_epochs", exp.model.pretrain_epochs, "an integer >= 0")
+    pt = exp.model.pretraining
+    if pt.steps < 1:
+        fail("model.pretraining.steps", pt.steps, "an integer >= 1")
+    if pt.batch_size < 2:
+        fail("model.pretraining.batch_size", pt.batch_size, "an integer >= 2")
+    if not pt.lr > 0:
+        fail("model.pretraining.lr", pt.lr, "a learning rate > 0")
+    if not 0.0 <= pt.warmup < 1.0:
+        fail("model.pretraining.warmup", pt.warmup, "a fraction in [0, 1)")
+    if not 0.0 < pt.mask_prob < 1.0:
+        fail("model.pretraining.mask_prob", pt.mask_prob, "a probability in (0, 1)")
+    if not pt.objectives:
+        fail("model.pretraining.objectives", pt.objectives, "at least one of " + ", ".join(PRETRAINING_OBJECTIVES))
+    for i, o in enumerate(pt.objectives):
+        if o not in PRETRAINING_OBJECTIVES:
+            raise ConfigError(f"{where}: model.pretraining.objectives[{i}]: unknown objective {o!r}; "
+                              f"expected one of {', '.join(PRETRAINING_OBJECTIVES)}")
     if exp.rewind.step < 0:
         fail("rewind.step", exp.rewind.step, "an integer >= 0")
     if exp.rewind.to == "step" and exp.rewind.step < 1:

@@ -29,6 +29,7 @@ from lxsweep.config import DENSE, Experiment, canonical_hash
 from lxsweep.data import VQADataset, VQASplit
 from lxsweep.data.loader import make_loader, tokenize
 from lxsweep.metric import score
+from lxsweep.pretrain import rewind_point
 from lxsweep.plan import TrialKey, child_masks, mask_source, parent, validate_key
 from lxsweep.store import Store, mask_path, metrics_path
 
@@ -97,54 +98,6 @@ def load_dataset(exp: Experiment, purpose: str = "finetune") -> VQADataset:
     if exp.data.limit_valid and exp.data.limit_valid < len(ds.valid):
         ds.valid = ds.valid.subset(np.arange(exp.data.limit_valid))
     return ds
-
-
-# -- the rewind point ---------------------------------------------------------
-
-
-def pretrained_name(exp: Experiment) -> str:
-    """Store directory of the synthetic task's pretrained model (hash of what makes it)."""
-    d = exp.result_dict()
-    what = {"model": d["model"], "data": d["data"], "training": d["training"]}
-    return f"pretrained-{canonical_hash(what)}"
-
-
-def rewind_point(exp: Experiment, store: Store, log: Callable[[str], None] = print) -> str:
-    """Model directory (or hub name) every trial starts from; pretrains the synthetic one once.
-
-    The embedded default has no published checkpoint, so a pretraining stage
-    on a disjoint split of the synthetic task stands in for LXMERT's
-    pretraining (the paper rewinds to pretrained weights, not to a random
-    init). It is deterministic and cached in the store under its own hash.
-    """
-    if exp.model.pretrained:
-        return exp.model.pretrained
-    name = pretrained_name(exp)
-    if not store.exists(f"{name}/config.json"):
-        with tempfile.TemporaryDirectory(prefix="lxsweep-pretrain-") as tmp:
-            _pretrain(exp, Path(tmp), log)
-            store.upload_dir(tmp, name)
-    return str(store.local_dir(name))
-
-
-def _pretrain(exp: Experiment, out: Path, log: Callable[[str], None]) -> None:
-    from lxsweep.data.synthetic import vocabulary, write_tokenizer
-
-    t0 = time.time()
-    write_tokenizer(out)
-    tokenizer = lxmodel.load_tokenizer(str(out))
-    data = load_dataset(exp, "pretrain")
-    seed = exp.data.synthetic.seed
-    model = lxmodel.build_tiny(exp.model.config, data.num_answers, len(vocabulary()), exp.data.synthetic.feat_dim, seed)
-    rt = runtime(exp)
-    if exp.model.pretrain_epochs:
-        key = TrialKey(0, "pretrain", seed)
-        torch.manual_seed(seed)  # dropout: the rewind point is a pure function of the experiment
-        fit = _Fit(exp, rt, model, None, data, tokenizer, key, epochs=exp.model.pretrain_epochs)
-        history = fit.run(report=None, log=log)
-        log(f"pretrained the rewind point: {exp.model.pretrain_epochs} epochs on a disjoint split, "
-            f"accuracy {history[-1]['accuracy']:.3f} ({time.time() - t0:.1f}s)")
-    lxmodel.save(model, tokenizer, out)
 
 
 # -- masks --------------------------------------------------------------------
