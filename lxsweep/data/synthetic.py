@@ -40,6 +40,10 @@ SIZES = ("small", "large")
 COUNTS = ("0", "1", "2", "3", "4")
 KINDS = ("exist", "count", "attribute", "spatial")
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+# Per-box class ids, as a detector's objects_id / attrs_id: object id = shape, attribute id = colour;
+# clutter boxes get their own object id and the "none" attribute.
+OBJECT_NAMES = (*SHAPES, "clutter")
+ATTRIBUTE_NAMES = (*COLORS, "none")
 TEMPLATE_WORDS = "is there a are how many what color shape size the object objects leftmost rightmost ?".split()
 
 
@@ -91,21 +95,24 @@ class _Generator:
             })
         return objs
 
-    def regions(self, objs: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    def regions(self, objs: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         cfg, rng = self.cfg, self.rng
         feats = np.zeros((cfg.num_boxes, cfg.feat_dim), dtype=np.float32)
         boxes = np.zeros((cfg.num_boxes, 4), dtype=np.float32)
+        object_labels = np.full(cfg.num_boxes, OBJECT_NAMES.index("clutter"), dtype=np.int64)
+        attr_labels = np.full(cfg.num_boxes, ATTRIBUTE_NAMES.index("none"), dtype=np.int64)
         slots = rng.permutation(cfg.num_boxes)
         for slot, o in zip(slots, objs):
             half = 0.05 if o["size"] == 0 else 0.09
             feats[slot] = self.emb_color[o["color"]] + self.emb_shape[o["shape"]] + self.emb_size[o["size"]]
             boxes[slot] = [o["x"] - half, o["y"] - half, o["x"] + half, o["y"] + half]
+            object_labels[slot], attr_labels[slot] = o["shape"], o["color"]
         for slot in slots[len(objs):]:
             feats[slot] = self.emb_clutter[int(rng.integers(len(self.emb_clutter)))] * 0.5
             cx, cy, half = rng.uniform(0.05, 0.95), rng.uniform(0.05, 0.95), rng.uniform(0.02, 0.2)
             boxes[slot] = [cx - half, cy - half, cx + half, cy + half]
         feats += rng.standard_normal(feats.shape).astype(np.float32) * cfg.feature_noise
-        return feats, np.clip(boxes, 0.0, 1.0)
+        return feats, np.clip(boxes, 0.0, 1.0), object_labels, attr_labels
 
     def question(self, objs: list[dict]) -> tuple[str, str, str, str]:
         """(question, answer, answer_type, kind) for one scene; yes/no answers are balanced."""
@@ -154,16 +161,25 @@ class _Generator:
 
 
 def generate_split(cfg: SyntheticConfig, num_questions: int, split_seed: int, questions_per_image: int = 3) -> dict:
-    """Raw arrays and lists for ``num_questions`` questions over fresh scenes."""
+    """Raw arrays and lists for ``num_questions`` questions over fresh scenes.
+
+    Per image: ``features``, ``boxes`` (normalised), ``object_labels`` and
+    ``attr_labels`` (int64 [num_images, num_boxes], ids into OBJECT_NAMES /
+    ATTRIBUTE_NAMES), ``scenes``. Per question: ``questions``, ``answers`` (ten
+    annotators), ``answer_types``, ``question_kinds`` (the VQA question_type)
+    and ``image_index``.
+    """
     gen = _Generator(cfg, split_seed)
     num_images = -(-num_questions // questions_per_image)
     features = np.zeros((num_images, cfg.num_boxes, cfg.feat_dim), dtype=np.float32)
     boxes = np.zeros((num_images, cfg.num_boxes, 4), dtype=np.float32)
+    object_labels = np.zeros((num_images, cfg.num_boxes), dtype=np.int64)
+    attr_labels = np.zeros((num_images, cfg.num_boxes), dtype=np.int64)
     questions, answers, types, kinds, image_index, scenes = [], [], [], [], [], []
     for img in range(num_images):
         objs = gen.scene()
         scenes.append(objs)
-        features[img], boxes[img] = gen.regions(objs)
+        features[img], boxes[img], object_labels[img], attr_labels[img] = gen.regions(objs)
         for _ in range(questions_per_image):
             if len(questions) == num_questions:
                 break
@@ -174,7 +190,8 @@ def generate_split(cfg: SyntheticConfig, num_questions: int, split_seed: int, qu
             kinds.append(k)
             image_index.append(img)
     return {
-        "features": features, "boxes": boxes, "questions": questions, "answers": answers,
+        "features": features, "boxes": boxes, "object_labels": object_labels, "attr_labels": attr_labels,
+        "questions": questions, "answers": answers,
         "answer_types": types, "question_kinds": kinds, "image_index": np.asarray(image_index, dtype=np.int64),
         "scenes": scenes,  # the ground truth behind the features, for tests and inspection
     }
@@ -188,6 +205,7 @@ def _to_split(raw: dict, label_of: dict[str, int], id_offset: int) -> VQASplit:
         questions=raw["questions"], image_index=raw["image_index"], features=raw["features"],
         boxes=raw["boxes"], answers=raw["answers"], answer_types=raw["answer_types"],
         question_kinds=raw["question_kinds"], target_labels=labels, target_scores=scores,
+        object_labels=raw["object_labels"], attr_labels=raw["attr_labels"],
     )
 
 
