@@ -152,9 +152,10 @@ def _readme(cfg: SyntheticConfig, files: SynthFiles) -> str:
     return f"""\
 The lxsweep synthetic VQA task, written as a real VQA v2 dataset by `lxsweep synth`.
 
-Splits (questions): {counts}. `pretrain` and `pretrain_valid` are for the
-rewind point's pretraining, `train` and `valid` for the fine-tunes; their
-scenes are disjoint. Task settings: {cfg}.
+Splits (questions): {counts}.
+`pretrain` and `pretrain_valid` are for the rewind point's pretraining,
+`train` and `valid` for the fine-tunes; their scenes are disjoint.
+Task settings: {cfg}.
 
 Files per split: official questions/annotations JSON (v2_OpenEnded_synthetic_<split>_questions.json,
 v2_synthetic_<split>_annotations.json; question_type is the question kind) and an LXMERT
