@@ -56,7 +56,7 @@ class TensorBoardTrial(TrialTracker):
     def log_epoch(self, metrics: dict) -> None:
         epoch = int(metrics["epoch"])
         for k, v in metrics.items():
-            if k not in ("epoch", "step"):
+            if k not in ("epoch", "step") and isinstance(v, (int, float)):
                 self.out.writer.add_scalar(k, v, global_step=epoch)
 
     def finish_trial(self, final: dict) -> None:
