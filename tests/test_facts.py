@@ -11,7 +11,8 @@ from conftest import ROOT, TINY
 from lxsweep.config import from_dict, load_experiment
 from lxsweep.facts import FACTS_FILE, MixedTrialsError, check_compatible, resolved_facts
 from lxsweep.store import Store
-from lxsweep.train import runtime
+from lxsweep.plan import TrialKey
+from lxsweep.train import run_trial, runtime
 
 
 def test_auto_precision_resolves_to_fp32_on_cpu():
@@ -38,7 +39,7 @@ def test_first_trial_sets_the_store_facts_and_a_different_one_is_refused(tmp_pat
     assert store.read_json(FACTS_FILE)["precision"] == "fp32"  # the store keeps its first trial's facts
 
 
-def test_trial_command_refuses_to_mix_then_records_facts_when_allowed(tmp_path):
+def test_trial_refuses_to_mix_then_records_facts_when_allowed(tmp_path):
     """A store whose trials ran bf16 on GPUs; a CPU re-run would resolve `precision: auto` to fp32."""
     sets = [*TINY, f"storage={tmp_path}"]
     store = Store.for_experiment(load_experiment(ROOT / "experiments" / "smoke.yaml", sets))
@@ -51,8 +52,8 @@ def test_trial_command_refuses_to_mix_then_records_facts_when_allowed(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("lxsweep: error: dense-L0-s0 resolves to precision fp32")
     assert "resources.allow_mixed=true" in lines[0]
     assert not store.exists("trials/dense-L0-s0/metrics.json")
-    mixed = subprocess.run([*args, "--set", "resources.allow_mixed=true"], capture_output=True, text=True, timeout=300)
-    assert mixed.returncode == 0, mixed.stderr
-    assert "WARNING: dense-L0-s0 resolves to precision fp32" in mixed.stdout
-    facts = store.read_json("trials/dense-L0-s0/metrics.json")["facts"]
+    log: list[str] = []
+    allowed = load_experiment(ROOT / "experiments" / "smoke.yaml", [*sets, "resources.allow_mixed=true"])
+    facts = run_trial(allowed, TrialKey.parse("dense-L0-s0"), store, log=log.append)["facts"]
+    assert any(line.startswith("lxsweep: WARNING: dense-L0-s0 resolves to precision fp32") for line in log)
     assert (facts["precision"], facts["device_type"]) == ("fp32", "cpu")

@@ -75,21 +75,23 @@ def test_failed_trial_is_marked_failed(tmp_path):
     assert run["texts"]["status"] == "failed" and run["scalars"]["accuracy"] == [(1, 0.5)]
 
 
-def test_toy_tracker_registered_from_a_test_module(tmp_path):
+def test_toy_tracker_registered_from_a_test_module(tensorboard_store):
     import toy_tracker  # noqa: F401  (registers "toy"; nothing under lxsweep/ names it)
 
     assert "toy" in tracker_names()
+    tb_exp, store, _ = tensorboard_store  # tracking is not in the hash: same store, its rewind point is reused
     exp = load_experiment(Path(__file__).resolve().parents[1] / "experiments" / "smoke.yaml",
-                          [*TINY, f"storage={tmp_path}", "tracking.backend=toy"])
-    store = Store.for_experiment(exp)
+                          [*TINY, f"storage={tb_exp.storage}", "tracking.backend=toy", "pruning.subnetworks=[random]"])
+    assert Store.for_experiment(exp).root == store.root
     key = TrialKey.parse("dense-L0-s0")
     final = tracked_trial(exp, key, store)
-    again = tracked_trial(exp, key, store, run_id="local-rerun")  # a local re-run gets a run of its own
+    with open_trial_tracker(exp, key, store, run_id="local-rerun") as rerun:  # a local re-run: a run of its own
+        rerun.finish_trial(final)
     lines = [json.loads(x) for x in Path(store.path(f"toy/{exp.store_name}-dense-L0-s0.jsonl")).read_text().splitlines()]
     assert [x["event"] for x in lines] == ["epoch"] * exp.training.epochs + ["final", "close"]
     assert lines[-2]["accuracy"] == final["accuracy"] and lines[-1]["ok"] is True
-    rerun = Path(store.path("toy/local-rerun.jsonl")).read_text().splitlines()
-    assert json.loads(rerun[-2])["accuracy"] == again["accuracy"]
+    assert [json.loads(x)["event"] for x in Path(store.path("toy/local-rerun.jsonl")).read_text().splitlines()] == [
+        "final", "close"]
     sweep = open_sweep_tracker(exp, store)
     sweep.update(load_rows(store))
-    assert json.loads(Path(store.path("toy/summary.json")).read_text()) == ["dense-L0-s0"]
+    assert json.loads(Path(store.path("toy/summary.json")).read_text()) == ["dense-L0-s0", "random-L1-s0"]
