@@ -29,6 +29,7 @@ from lxsweep.config import DENSE, Experiment, canonical_hash
 from lxsweep.data import VQADataset, VQASplit
 from lxsweep.data.loader import make_loader, tokenize
 from lxsweep.data.source import load_dataset
+from lxsweep.facts import check_compatible, resolved_facts
 from lxsweep.metric import accuracy_metrics
 from lxsweep.plan import TrialKey, child_masks, mask_source, parent, validate_key
 from lxsweep.store import Store, mask_path, metrics_path
@@ -373,6 +374,8 @@ def run_trial(
     validate_key(exp, key)
     store = store or Store.for_experiment(exp)
     rt = runtime(exp)
+    facts = resolved_facts(rt)  # what `precision: auto` etc. became here; never mix them in one store
+    check_compatible(store, facts, exp.resources.allow_mixed, record=rt.is_main, trial=key.name, warn=log)
     started = time.time()
     if rt.is_main:
         store.write_json(f"trials/{key.name}/attempts/{int(started * 1000)}-{uuid.uuid4().hex[:6]}.json", {
@@ -412,6 +415,7 @@ def run_trial(
         "finished_at": time.time(), "duration_s": round(time.time() - started, 3),
         "experiment": exp.name, "hash": exp.hash, "world_size": rt.world, "replica_digests": digests, "device": str(rt.device),
         "host": socket.gethostname(), "python": platform.python_version(), "torch": torch.__version__,
+        "facts": facts,
     }
     if report_:
         store.write_json(f"trials/{key.name}/sparsity.json", report_)
