@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _common import child_pids, mib, print_machine, proc_status, table  # noqa: E402
 
 BATCH_SIZE = 32  # lxsweep's default training.batch_size
@@ -45,8 +46,10 @@ MEMORY_KEYS = ("VmRSS", "RssAnon", "RssFile")
 
 def build_store(cache: Path, num_images: int) -> Path:
     """A prepared store of ``num_images`` images (half train, half minival), made once and cached."""
-    from lxsweep.data.vqa import MANIFEST_FILE, prepare_vqa
-    from lxsweep.data.vqa_fixtures import fixture_splits, write_vqa_fixture
+    from vqa_fixture import fixture_splits, write_vqa_fixture  # tests/: the fixture is test scaffolding
+
+    from lxsweep.data.prepare import prepare_vqa
+    from lxsweep.data.prepared import MANIFEST_FILE
 
     store = cache / f"store-{num_images}x36x2048-q{QUESTIONS_PER_IMAGE}"
     if (store / MANIFEST_FILE).exists():
@@ -72,7 +75,7 @@ def measure(store: Path, workers: int, epochs: int) -> dict:
 
     from lxsweep.data.loader import make_loader, tokenize
     from lxsweep.data.synthetic import write_tokenizer
-    from lxsweep.data.vqa import load_vqa_store
+    from lxsweep.data.prepared import load_vqa_store
     from lxsweep.model import load_tokenizer
     from lxsweep.train import Runtime
 

@@ -24,8 +24,8 @@ from lxsweep.config import load_experiment  # noqa: E402
 from lxsweep.store import Store  # noqa: E402
 
 TINY = ["data.synthetic.train_questions=600", "data.synthetic.valid_questions=300",
-        "data.synthetic.pretrain_questions=600", "model.pretrain_epochs=1", "training.epochs=1",
-        "tracking.wandb=disabled", "resources.max_concurrent_trials=1"]
+        "data.synthetic.pretrain_questions=600", "model.pretraining.steps=20", "training.epochs=1",
+        "tracking.backend=none", "resources.max_concurrent_trials=1"]
 
 
 def run(sets: list[str]) -> tuple[float, Store]:

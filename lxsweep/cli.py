@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 import textwrap
+from pathlib import Path
 from typing import Optional
 
 from lxsweep.config import SUBNETWORKS, ConfigError, Experiment, load_experiment
@@ -33,6 +34,7 @@ def _parser(sub, name: str, help_: str, example: str) -> argparse.ArgumentParser
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
+    from lxsweep.baselines import experiment_baselines
     from lxsweep.plan import TrialKey, dense_key, parent, validate_key
     from lxsweep.store import Store, metrics_path
     from lxsweep.train import run_trial
@@ -58,7 +60,9 @@ def cmd_trial(args: argparse.Namespace) -> int:
     dense = dense_key(key.seed)
     if store.exists(metrics_path(dense.name)):
         dense_acc = store.read_json(metrics_path(dense.name))["accuracy"]
-        print(f"majority-answer baseline: accuracy {majority_baseline(exp):.4f}; {dense.name}: {dense_acc:.4f}")
+        base = experiment_baselines(exp, store)
+        print(f"baselines without the image: majority answer {base['majority']['accuracy']:.4f}, "
+              f"blind {base['blind']['accuracy']:.4f}; {dense.name}: {dense_acc:.4f}")
     print(f"metrics: {store.path(metrics_path(key.name))}")
     return 0
 
@@ -72,19 +76,6 @@ def _print_result(m: dict) -> None:
                      if k.startswith("accuracy_") and k[len("accuracy_"):] in ("yesno", "number", "other"))
     print(f"result {m['trial']}: accuracy {m['accuracy']:.4f} ({types}) sparsity {m['sparsity']:.4f} "
           f"in {m['duration_s']:.1f}s", flush=True)
-
-
-def majority_baseline(exp: Experiment) -> float:
-    """Accuracy of always answering the most frequent training answer."""
-    from collections import Counter
-
-    from lxsweep.metric import score
-    from lxsweep.train import load_dataset
-
-    data = load_dataset(exp)
-    top = Counter(a for answers in data.train.answers for a in answers).most_common(1)[0][0]
-    v = data.valid
-    return score([top] * len(v), v.answers, v.answer_types)["overall"]
 
 
 # -- plan ---------------------------------------------------------------------
@@ -158,10 +149,94 @@ def _store_from_arg(target: str, overrides: list[str]):
 # -- data ---------------------------------------------------------------------
 
 
-def cmd_prepare(args: argparse.Namespace) -> int:
-    from lxsweep.data.vqa import run_prepare
+PREPARE_DESCRIPTION = """\
+Convert official VQA v2 question/annotation JSON files and LXMERT's Faster
+R-CNN feature TSVs into a memory-mapped store (float16 features) that
+`data.source: vqa` experiments read."""
+PREPARE_EPILOG = """\
+example:
+  lxsweep prepare-vqa --out data/vqa \\
+    --split train v2_OpenEnded_mscoco_train2014_questions.json v2_mscoco_train2014_annotations.json \\
+    --split minival v2_OpenEnded_mscoco_val2014_questions.json v2_mscoco_val2014_annotations.json \\
+    --features train2014_obj36.tsv val2014_obj36.tsv --ans2label trainval_ans2label.json
 
-    return run_prepare(args)
+Split names are free: an experiment's data.train_split / data.valid_split
+(default train / minival) choose two of them. Without --ans2label the answer
+vocabulary is every normalised multiple_choice_answer of the --vocab-split
+splits (default: train) given at least --min-count times. Add --limit 1000
+for a quick small store. The store is built beside --out and swapped in only
+when complete, so a failed --overwrite leaves the previous store as it was.
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _prepare_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="store directory to write")
+    p.add_argument("--split", required=True, action="append", nargs=3, dest="splits",
+                   metavar=("NAME", "QUESTIONS_JSON", "ANNOTATIONS_JSON"),
+                   help="a split: its name and official VQA v2 questions and annotations files (repeat per split)")
+    p.add_argument("--features", required=True, nargs="+", type=Path, metavar="TSV",
+                   help="LXMERT feature TSVs (e.g. train2014_obj36.tsv val2014_obj36.tsv)")
+    p.add_argument("--ans2label", type=Path, metavar="FILE",
+                   help="LXMERT's trainval_ans2label.json; default: build the vocabulary from training answers")
+    p.add_argument("--min-count", type=_positive_int, default=9, metavar="N",
+                   help="without --ans2label: keep answers given at least N times (default 9)")
+    p.add_argument("--vocab-split", action="append", dest="vocab_splits", metavar="NAME",
+                   help="without --ans2label: split(s) the vocabulary is built from (default: train)")
+    p.add_argument("--num-boxes", type=_positive_int, default=36, metavar="N",
+                   help="regions per image; images with fewer are zero-padded (default 36)")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="keep only the first N questions of each split")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from lxsweep.data import VQAInputError, VQAStoreError
+    from lxsweep.data.prepare import prepare_vqa
+    from lxsweep.data.prepared import read_manifest
+
+    splits: dict[str, tuple[Path, Path]] = {}
+    for name, questions, annotations in args.splits:
+        if name in splits:
+            raise UserError(f"--split {name} is given twice — give each split once")
+        splits[name] = (Path(questions), Path(annotations))
+    try:
+        out = prepare_vqa(args.out, splits=splits, feature_tsvs=args.features, ans2label=args.ans2label,
+                          min_count=args.min_count, num_boxes=args.num_boxes, limit=args.limit,
+                          vocab_splits=tuple(args.vocab_splits or ("train",)), overwrite=args.overwrite)
+        manifest = read_manifest(out)
+    except (VQAInputError, VQAStoreError, OSError) as exc:  # OSError: e.g. disk full while writing
+        raise UserError(str(exc)) from None
+    split_text = ", ".join(f"{name} {info['questions']} questions"
+                           + (f" ({info['dropped_without_features']} dropped)" if info["dropped_without_features"] else "")
+                           for name, info in manifest["splits"].items())
+    print(f"wrote {out}: {manifest['num_images']} images x {manifest['num_boxes']} boxes x {manifest['feat_dim']} "
+          f"(float16), {manifest['answers']['count']} answers; {split_text}")
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from lxsweep.data.synth import prepare_command, write_synthetic
+
+    exp = _load(args)
+    if exp.data.source != "synthetic":
+        raise UserError(f"{exp.source}: data.source is {exp.data.source!r}; `lxsweep synth` writes the synthetic "
+                        f"task — use an experiment with data.source: synthetic")
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out}: exists and is not an empty directory — choose a new or empty --out")
+    files = write_synthetic(exp.data.synthetic, out)
+    print(f"wrote the synthetic task of {exp.source} as official VQA v2 files in {out}; prepare them with:")
+    print("  " + prepare_command(files, out / "prepared"))
+    return 0
 
 
 def cmd_vqa_eval(args: argparse.Namespace) -> int:
@@ -225,13 +300,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=cmd_report)
 
-    from lxsweep.data.vqa import PREPARE_DESCRIPTION, PREPARE_EPILOG, add_prepare_arguments
-
     p = sub.add_parser("prepare-vqa", help="official VQA v2 JSON + LXMERT feature TSVs -> memory-mapped store",
                        description=PREPARE_DESCRIPTION, epilog=PREPARE_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_prepare_arguments(p)
+    _prepare_arguments(p)
     p.set_defaults(func=cmd_prepare)
+
+    p = _parser(sub, "synth", "write an experiment's synthetic task as official VQA v2 JSON + LXMERT feature TSVs",
+                "lxsweep synth experiments/demo.yaml --out data/synthetic   # then run the printed prepare-vqa")
+    _experiment_args(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="new or empty directory to write the files into")
+    p.set_defaults(func=cmd_synth)
 
     p = _parser(sub, "vqa-eval", "the official VQA accuracy of a results file, as JSON",
                 "lxsweep vqa-eval --questions v2_OpenEnded_mscoco_val2014_questions.json "

@@ -37,7 +37,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from lxsweep.data import ANSWER_TYPES
+# VQA v2's answer types, in the order reports list them. Defined here, by the
+# metric that scores them: lxsweep.data imports this module, never the reverse.
+ANSWER_TYPES = ("yes/no", "number", "other")
 
 # --- Normalisation tables, copied verbatim from vqaEval.py (a013f00). ----------
 
@@ -205,6 +207,31 @@ def score(
         total, count = by_kind[kind]
         result[f"kind/{kind}"] = total / count
     return result
+
+
+def accuracy_metrics(
+    predictions: Sequence[str],
+    gt_answers: Sequence[Sequence[str]],
+    answer_types: Sequence[str],
+    question_kinds: Sequence[str],
+) -> dict[str, float]:
+    """:func:`score` under lxsweep's metric names: ``accuracy``, ``accuracy_yesno``, ..., ``accuracy_<kind>``.
+
+    Per-kind accuracies (the official evaluator's ``perQuestionType`` when the
+    kinds are VQA's ``question_type``) appear only when the kinds say more than
+    the answer types, so a dataset whose kinds *are* its answer types gets no
+    duplicate columns. Trials and baselines both name their metrics here.
+    """
+    use_kinds = set(question_kinds) != set(answer_types)
+    raw = score(predictions, gt_answers, answer_types, question_kinds if use_kinds else None)
+    return {metric_name(k): v for k, v in raw.items()}
+
+
+def metric_name(key: str) -> str:
+    """``overall`` -> ``accuracy``, ``yes/no`` -> ``accuracy_yesno``, ``kind/count`` -> ``accuracy_count``."""
+    if key == "overall":
+        return "accuracy"
+    return "accuracy_" + key.split("/", 1)[1] if key.startswith("kind/") else "accuracy_" + key.replace("/", "")
 
 
 def _add(groups: dict[str, list], key: str, value: float) -> None:

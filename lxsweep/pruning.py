@@ -44,6 +44,8 @@ __all__ = [
     "Mask",
     "MaskEnforcer",
     "full_mask",
+    "group_of",
+    "layer_of",
     "load_mask",
     "magnitude_mask",
     "prunable_names",
@@ -156,25 +158,22 @@ def sparsity(mask: Mask) -> float:
 
 
 def sparsity_report(mask: Mask, total_parameters: int | None = None) -> dict:
-    """Kept/total/sparsity overall and per tensor (JSON-ready).
+    """Kept/total/sparsity overall, per tensor, per scope group and per layer (JSON-ready).
 
-    ``{"sparsity", "kept", "total", "tensors": {name: {"kept", "total", "sparsity"}}}``.
+    ``{"sparsity", "kept", "total", "tensors": {name: {"kept", "total", "sparsity"}},
+    "groups": {group: {...}}, "layers": {layer: {...}}}``: where IMP prunes.
+    Groups are those of :data:`SCOPE_GROUPS` (``"other"`` for a name outside
+    them); layers are named by :func:`layer_of`, e.g. ``lxmert.encoder.layer.3``.
     With ``total_parameters`` (all parameters of the model, prunable or not) it
     also gives ``"sparsity_all_parameters"``: removed weights over that number.
     """
-    tensors = {}
-    for name, m in mask.items():
-        kept, total = int(m.sum()), m.numel()
-        tensors[name] = {
-            "kept": kept,
-            "total": total,
-            "sparsity": (total - kept) / total if total else 0.0,
-        }
+    tensors = {name: _counts(int(m.sum()), m.numel()) for name, m in mask.items()}
     kept = sum(t["kept"] for t in tensors.values())
     total = sum(t["total"] for t in tensors.values())
     if total == 0:
         raise ValueError("sparsity report of an empty mask is undefined")
-    report = {"sparsity": (total - kept) / total, "kept": kept, "total": total, "tensors": tensors}
+    report = {"sparsity": (total - kept) / total, "kept": kept, "total": total, "tensors": tensors,
+              "groups": _tally(tensors, group_of), "layers": _tally(tensors, layer_of)}
     if total_parameters is not None:
         if total_parameters < total:
             raise ValueError(
@@ -182,6 +181,35 @@ def sparsity_report(mask: Mask, total_parameters: int | None = None) -> dict:
             )
         report["sparsity_all_parameters"] = (total - kept) / total_parameters
     return report
+
+
+def group_of(name: str) -> str:
+    """The scope group of a parameter name (``language``, ``vision``, ``cross``, ``pooler``), else ``other``."""
+    return next((g for g in ALL_GROUPS if re.match(SCOPE_GROUPS[g], name)), "other")
+
+
+def layer_of(name: str) -> str:
+    """The layer a parameter belongs to: ``lxmert.encoder.x_layers.1.visual_attention.att.query.weight`` ->
+    ``lxmert.encoder.x_layers.1``; outside the numbered layers, its module's parent (``lxmert.pooler``)."""
+    match = _LAYER_PREFIX.match(name)
+    return match.group(1) if match else name.rsplit(".", 2)[0]
+
+
+_LAYER_PREFIX = re.compile(r"^(.*?\.(?:layer|r_layers|x_layers)\.\d+)\.")
+
+
+def _counts(kept: int, total: int) -> dict:
+    return {"kept": kept, "total": total, "sparsity": (total - kept) / total if total else 0.0}
+
+
+def _tally(tensors: Mapping[str, dict], key: Callable[[str], str]) -> dict[str, dict]:
+    """Per-tensor counts summed by ``key(name)``, keys in order of first appearance in sorted names."""
+    sums: dict[str, list[int]] = {}
+    for name in sorted(tensors):
+        entry = sums.setdefault(key(name), [0, 0])
+        entry[0] += tensors[name]["kept"]
+        entry[1] += tensors[name]["total"]
+    return {k: _counts(kept, total) for k, (kept, total) in sums.items()}
 
 
 # ------------------------------------------------------------------ the selection

@@ -14,7 +14,7 @@ from typing import Optional
 
 import yaml
 
-from lxsweep.config import DENSE, from_dict
+from lxsweep.config import DENSE, from_record
 from lxsweep.plan import Plan, TrialKey
 from lxsweep.store import Store, metrics_path
 
@@ -32,9 +32,7 @@ class Snapshot:
 
 
 def plan_of(store: Store) -> Plan:
-    raw = yaml.safe_load(store.read_bytes("experiment.yaml"))
-    raw.pop("hash", None)
-    return Plan(from_dict(raw, store.path("experiment.yaml")))
+    return Plan(from_record(yaml.safe_load(store.read_bytes("experiment.yaml")), store.path("experiment.yaml")))
 
 
 def snapshot(store: Store, plan: Plan) -> Snapshot:

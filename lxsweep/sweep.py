@@ -46,7 +46,7 @@ def train_worker(config: dict) -> None:
     import torch
 
     from lxsweep.train import run_trial
-    from lxsweep.tracking import TrialTracker
+    from lxsweep.tracking import open_trial_tracker
 
     exp = _experiment_from(config)
     key = TrialKey.parse(config["trial"])
@@ -60,7 +60,7 @@ def train_worker(config: dict) -> None:
         with checkpoint.as_directory() as d:
             resume_state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
 
-    tracker = TrialTracker(exp, key, store) if rank == 0 else None
+    tracker = open_trial_tracker(exp, key, store) if rank == 0 else None
     if rank == 0:  # where each attempt ran: shows placement across nodes
         store.write_json(f"trials/{key.name}/node.json", {"node_id": ray.get_runtime_context().get_node_id()})
 
@@ -195,9 +195,9 @@ class StatusCallback(Callback):
         self.slots = 1
 
     def setup(self, **info):
-        from lxsweep.tracking import SweepTracker
+        from lxsweep.tracking import open_sweep_tracker
 
-        self.tracker = SweepTracker(self.plan.exp, self.store)
+        self.tracker = open_sweep_tracker(self.plan.exp, self.store)
 
     def _show(self, force: bool = False) -> None:
         if not force and time.time() - self.last < self.every:
@@ -301,7 +301,7 @@ def launch(exp: Experiment, address: Optional[str] = None, resume: bool = False,
 
     store = Store.for_experiment(exp)
     plan = Plan(exp)
-    store.write_bytes("experiment.yaml", yaml.safe_dump({**exp.to_dict(), "hash": exp.hash}, sort_keys=False).encode())
+    store.write_bytes("experiment.yaml", yaml.safe_dump(exp.record(), sort_keys=False).encode())
     print(f"lxsweep: {exp.name} ({exp.hash}): {plan.fine_tunes} trials, critical path {plan.critical_path}; store {store.root}")
     _connect(address, exp)
     try:

@@ -28,7 +28,9 @@ from lxsweep import pruning
 from lxsweep.config import DENSE, Experiment, canonical_hash
 from lxsweep.data import VQADataset, VQASplit
 from lxsweep.data.loader import make_loader, tokenize
-from lxsweep.metric import score
+from lxsweep.data.source import load_dataset
+from lxsweep.facts import check_compatible, resolved_facts
+from lxsweep.metric import accuracy_metrics
 from lxsweep.pretrain import rewind_point
 from lxsweep.plan import TrialKey, child_masks, mask_source, parent, validate_key
 from lxsweep.store import Store, mask_path, metrics_path
@@ -80,24 +82,6 @@ def trial_seed(key: TrialKey, purpose: str) -> int:
     return int(canonical_hash([key.seed, key.level, key.subnetwork, purpose], 8), 16) & 0x7FFFFFFF
 
 
-# -- data ---------------------------------------------------------------------
-
-
-def load_dataset(exp: Experiment, purpose: str = "finetune") -> VQADataset:
-    """The experiment's data (synthetic or a prepared VQA store), limits applied."""
-    if exp.data.source == "synthetic":
-        from lxsweep.data.synthetic import synthetic_dataset
-
-        ds = synthetic_dataset(exp.data.synthetic, purpose)
-    else:
-        from lxsweep.data.vqa import load_vqa_store
-
-        ds = load_vqa_store(exp.data.path, exp.data.train_split, exp.data.valid_split)
-    if exp.data.limit_train and exp.data.limit_train < len(ds.train):
-        ds.train = ds.train.subset(np.arange(exp.data.limit_train))
-    if exp.data.limit_valid and exp.data.limit_valid < len(ds.valid):
-        ds.valid = ds.valid.subset(np.arange(exp.data.limit_valid))
-    return ds
 
 
 # -- masks --------------------------------------------------------------------
@@ -304,20 +288,11 @@ def soft_target_matrix(labels: torch.Tensor, scores: torch.Tensor, num_answers: 
 
 
 def evaluation_metrics(split: VQASplit, rows: np.ndarray, predictions: list[str]) -> dict:
-    """Official VQA accuracy, overall, per answer type and (synthetic) per question kind."""
+    """Official VQA accuracy, overall, per answer type and per question kind (VQA's question_type)."""
     answers = [split.answers[i] for i in rows]
     types = [split.answer_types[i] for i in rows]
     kinds = [split.question_kinds[i] for i in rows]
-    use_kinds = set(kinds) != set(types)
-    raw = score(predictions, answers, types, kinds if use_kinds else None)
-    return {metric_name(k): v for k, v in raw.items()}
-
-
-def metric_name(key: str) -> str:
-    """``overall`` -> ``accuracy``, ``yes/no`` -> ``accuracy_yesno``, ``kind/count`` -> ``accuracy_count``."""
-    if key == "overall":
-        return "accuracy"
-    return "accuracy_" + key.split("/", 1)[1] if key.startswith("kind/") else "accuracy_" + key.replace("/", "")
+    return accuracy_metrics(predictions, answers, types, kinds)
 
 
 # -- the trial ----------------------------------------------------------------
@@ -354,13 +329,15 @@ def run_trial(
     validate_key(exp, key)
     store = store or Store.for_experiment(exp)
     rt = runtime(exp)
+    facts = resolved_facts(rt)  # what `precision: auto` etc. became here; never mix them in one store
+    check_compatible(store, facts, exp.resources.allow_mixed, record=rt.is_main, trial=key.name, warn=log)
     started = time.time()
     if rt.is_main:
         store.write_json(f"trials/{key.name}/attempts/{int(started * 1000)}-{uuid.uuid4().hex[:6]}.json", {
             "trial": key.name, "started_at": started, "resumed": resume_state is not None,
             "host": socket.gethostname(), "pid": os.getpid(),
         })
-    data = load_dataset(exp)
+    data = load_dataset(exp, store)
     model, tokenizer, mask = initial_model(exp, key, store, data.num_answers, log)
     torch.manual_seed(trial_seed(key, "dropout"))
     fit = _Fit(exp, rt, model, mask, data, tokenizer, key, epochs=exp.training.epochs)
@@ -393,6 +370,7 @@ def run_trial(
         "finished_at": time.time(), "duration_s": round(time.time() - started, 3),
         "experiment": exp.name, "hash": exp.hash, "world_size": rt.world, "replica_digests": digests, "device": str(rt.device),
         "host": socket.gethostname(), "python": platform.python_version(), "torch": torch.__version__,
+        "facts": facts,
     }
     if report_:
         store.write_json(f"trials/{key.name}/sparsity.json", report_)

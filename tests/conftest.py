@@ -17,9 +17,9 @@ TINY = [
     "data.synthetic.train_questions=600",
     "data.synthetic.valid_questions=300",
     "data.synthetic.pretrain_questions=600",
-    "model.pretrain_epochs=1",
+    "model.pretraining.steps=20",
     "training.epochs=2",
-    "tracking.wandb=disabled",
+    "tracking.backend=none",
 ]
 
 

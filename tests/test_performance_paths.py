@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import torch
 from torch.nn.utils import prune
+from vqa_fixture import fixture_splits, write_vqa_fixture
 
 from lxsweep import model as lxmodel
 from lxsweep import pruning
 from lxsweep.config import from_dict
 from lxsweep.data.loader import make_loader, shard_rows
-from lxsweep.data.vqa import load_vqa_store, prepare_vqa
-from lxsweep.data.vqa_fixtures import fixture_splits, write_vqa_fixture
+from lxsweep.data.prepare import prepare_vqa
+from lxsweep.data.prepared import load_vqa_store
 from lxsweep.train import Runtime, runtime, soft_target_matrix
 
 TINY = {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64, "l_layers": 1, "x_layers": 1, "r_layers": 1}

@@ -19,6 +19,7 @@ from lxsweep.pruning import (
     SCOPE_GROUPS,
     MaskEnforcer,
     full_mask,
+    layer_of,
     load_mask,
     magnitude_mask,
     prunable_names,
@@ -397,6 +398,35 @@ def test_sparsity_and_report():
     assert report["tensors"]["y"] == {"kept": 6, "total": 6, "sparsity": 0.0}
     with pytest.raises(ValueError):
         sparsity({})
+
+
+def test_report_says_where_the_mask_prunes_per_group_and_layer(model):
+    params = prunable_parameters(model)
+    mask = full_mask(params)
+    # prune 10 weights of language layer 1's query, all of the pooler, 3 of one cross-modality layer
+    query = "lxmert.encoder.layer.1.attention.self.query.weight"
+    mask[query].view(-1)[:10] = False
+    mask["lxmert.pooler.dense.weight"][:] = False
+    cross = next(n for n in params if n.startswith("lxmert.encoder.x_layers.0."))
+    mask[cross].view(-1)[:3] = False
+    report = sparsity_report(mask)
+    groups = report["groups"]
+    assert set(groups) == {"language", "vision", "cross", "pooler"}
+    for group, entry in groups.items():
+        names = prunable_names(params, [group])
+        assert entry["total"] == sum(params[n].numel() for n in names), group
+    assert groups["pooler"]["sparsity"] == 1.0 and groups["vision"]["sparsity"] == 0.0
+    assert groups["language"]["total"] - groups["language"]["kept"] == 10
+    assert groups["cross"]["total"] - groups["cross"]["kept"] == 3
+    layers = report["layers"]
+    assert layers["lxmert.encoder.layer.1"]["total"] - layers["lxmert.encoder.layer.1"]["kept"] == 10
+    assert layers["lxmert.encoder.layer.0"]["sparsity"] == 0.0
+    assert layers["lxmert.encoder.x_layers.0"]["kept"] == layers["lxmert.encoder.x_layers.0"]["total"] - 3
+    assert layers["lxmert.pooler"]["sparsity"] == 1.0
+    # every prunable weight is counted exactly once in each breakdown
+    assert sum(e["total"] for e in groups.values()) == sum(e["total"] for e in layers.values()) == report["total"]
+    assert sum(e["kept"] for e in layers.values()) == report["kept"]
+    assert set(layers) == {layer_of(n) for n in params} and len(layers) == TINY["l_layers"] + TINY["r_layers"] + TINY["x_layers"] + 1
 
 
 # ------------------------------------------------------------------------ mask files

@@ -84,3 +84,18 @@ def test_answers_match_the_scene():
         centres = sorted(round(float((b[0] + b[2]) / 2), 4) for b in raw["boxes"][img] if b.any())
         for o in objs:
             assert any(abs(c - o["x"]) < 1e-4 for c in centres)
+
+
+def test_box_labels_name_each_region():
+    from lxsweep.data.synthetic import ATTRIBUTE_NAMES, COLORS, OBJECT_NAMES, SHAPES
+
+    cfg = SyntheticConfig()
+    raw = generate_split(cfg, 60, split_seed=9)
+    assert raw["object_labels"].shape == raw["attr_labels"].shape == (20, cfg.num_boxes)
+    assert raw["object_labels"].dtype == raw["attr_labels"].dtype == np.int64
+    for img, objs in enumerate(raw["scenes"]):
+        objects = [OBJECT_NAMES[i] for i in raw["object_labels"][img]]
+        attrs = [ATTRIBUTE_NAMES[i] for i in raw["attr_labels"][img]]
+        assert objects.count("clutter") == attrs.count("none") == cfg.num_boxes - len(objs)
+        assert sorted((SHAPES[o["shape"]], COLORS[o["color"]]) for o in objs) == \
+            sorted((o, a) for o, a in zip(objects, attrs) if o != "clutter")

@@ -12,10 +12,10 @@ import torch
 
 from lxsweep import pruning
 from lxsweep.config import load_experiment
-from lxsweep.data.synthetic import synthetic_dataset
+from lxsweep.data.source import load_dataset
 from lxsweep.plan import TrialKey
 from lxsweep.store import Store, mask_path
-from lxsweep.train import _Fit, initial_model, load_dataset, run_trial, runtime
+from lxsweep.train import _Fit, initial_model, run_trial, runtime
 
 K = TrialKey.parse
 
@@ -37,7 +37,7 @@ def exp(smoke_file, tiny_overrides):
 
 def test_pruned_weights_stay_exactly_zero_with_adamw_weight_decay(exp):
     store = Store.for_experiment(exp)
-    data = load_dataset(exp)
+    data = load_dataset(exp, store)
     model, tok, _ = initial_model(exp, K("dense-L0-s0"), store, data.num_answers, log=lambda s: None)
     params = pruning.prunable_parameters(model, exp.pruning.scope)
     mask = pruning.random_mask({n: p.shape for n, p in params.items()}, 0.5, seed=0, level=1)
@@ -82,7 +82,7 @@ def test_reinit_uses_the_ticket_mask_with_fresh_weights(smoke_file, tiny_overrid
     exp = load_experiment(smoke_file, [*tiny_overrides, "pruning.subnetworks=[low, reinit]"])
     store = Store.for_experiment(exp)
     run_trial(exp, K("dense-L0-s0"), store, log=lambda s: None)
-    n = len(synthetic_dataset(exp.data.synthetic).answers)
+    n = load_dataset(exp, store).num_answers
     low, _, low_mask = initial_model(exp, K("low-L1-s0"), store, n, log=lambda s: None)
     re_, _, re_mask = initial_model(exp, K("reinit-L1-s0"), store, n, log=lambda s: None)
     assert low_mask.keys() == re_mask.keys() and all(torch.equal(low_mask[k], re_mask[k]) for k in low_mask)
@@ -119,7 +119,7 @@ def test_rewind_to_a_step_of_the_dense_run(smoke_file, tiny_overrides):
     from safetensors.torch import load_file
 
     saved = load_file(store.path("rewind/dense-s0-step5.safetensors"))
-    n = len(synthetic_dataset(exp.data.synthetic).answers)
+    n = load_dataset(exp, store).num_answers
     model, _, mask = initial_model(exp, K("random-L1-s0"), store, n, log=lambda s: None)
     assert mask  # the rewound weights are masked when training starts (MaskEnforcer)
     for name, p in model.named_parameters():
@@ -140,7 +140,7 @@ def test_real_formats_prepare_vqa_and_saved_model(tmp_path):
     from transformers import BertTokenizer, LxmertConfig, LxmertForQuestionAnswering
 
     from lxsweep.cli import main
-    from lxsweep.data.vqa_fixtures import write_vqa_fixture
+    from vqa_fixture import write_vqa_fixture
 
     files = write_vqa_fixture(tmp_path / "raw", num_images=8, questions_per_image=4, feat_dim=2048)
     rc = main(["prepare-vqa", "--out", str(tmp_path / "vqa"),
@@ -163,7 +163,7 @@ def test_real_formats_prepare_vqa_and_saved_model(tmp_path):
     exp_file.write_text(
         f"name: vqa-test\nstorage: {tmp_path / 'runs'}\nmodel:\n  pretrained: {model_dir}\n"
         f"data:\n  source: vqa\n  path: {tmp_path / 'vqa'}\n  valid_split: minival\n"
-        "training:\n  epochs: 1\n  batch_size: 4\npruning:\n  levels: 1\ntracking:\n  wandb: disabled\n")
+        "training:\n  epochs: 1\n  batch_size: 4\npruning:\n  levels: 1\ntracking:\n  backend: none\n")
     exp = load_experiment(exp_file)
     store = Store.for_experiment(exp)
     dense = run_trial(exp, K("dense-L0-s0"), store, log=lambda s: None)

@@ -1,4 +1,4 @@
-"""lxsweep.data.vqa: LXMERT TSVs, answer targets, the prepare-vqa store and its CLI."""
+"""lxsweep.data: LXMERT TSVs, official JSON, answer targets, the prepare-vqa store and its CLI."""
 from __future__ import annotations
 
 import base64
@@ -10,31 +10,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lxsweep.data import VQADataset, soft_score
-from lxsweep.data.vqa import (
+from vqa_fixture import fixture_splits, write_vqa_fixture
+
+from lxsweep.cli import main
+from lxsweep.data import VQADataset, VQAInputError, VQAStoreError, pad_targets, soft_score, soft_targets
+from lxsweep.data.prepare import prepare_vqa
+from lxsweep.data.prepared import load_vqa_store
+from lxsweep.data.tsv import (
     FIELDNAMES,
-    VQAInputError,
-    VQAStoreError,
-    build_answer_vocab,
     decode_feature_row,
+    encode_feature_row,
     image_id_from_img_id,
     iter_feature_rows,
-    load_answer_vocab,
-    load_vqa_store,
+    make_img_id,
     normalize_boxes,
-    pad_targets,
-    prepare_vqa,
-    prepare_vqa_main,
-    read_vqa_split,
-    soft_targets,
-)
-from lxsweep.data.vqa_fixtures import (
-    coco_img_id,
-    encode_feature_row,
-    fixture_splits,
     write_feature_tsv,
-    write_vqa_fixture,
 )
+from lxsweep.data.vqa_json import build_answer_vocab, load_answer_vocab, read_vqa_split
 from lxsweep.metric import normalize_answer
 
 FEAT_DIM = 16  # small for speed; the 2048 default is exercised once
@@ -72,7 +64,11 @@ def random_image(rng: np.random.Generator, n: int = 36, dim: int = FEAT_DIM) -> 
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    code = prepare_vqa_main([str(a) for a in argv])
+    """``lxsweep prepare-vqa ARGV`` through the real command line; (exit code, stdout, stderr)."""
+    try:
+        code = main(["prepare-vqa", *map(str, argv)])
+    except SystemExit as exc:  # --help (0) or an argparse usage error (2)
+        code = int(exc.code or 0)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -94,7 +90,7 @@ def files(tmp_path: Path) -> dict[str, Path]:
 
 def test_tsv_round_trip_matches_lxmert_loader(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
-    images = {coco_img_id("val2014", 393225): random_image(rng), coco_img_id("train2014", 9): random_image(rng, n=10)}
+    images = {make_img_id("COCO_val2014", 393225): random_image(rng), make_img_id("COCO_train2014", 9): random_image(rng, n=10)}
     path = write_feature_tsv(tmp_path / "f.tsv", [
         encode_feature_row(img_id, im["img_h"], im["img_w"], im["boxes"], im["features"],
                            objects_id=im["objects_id"], objects_conf=im["objects_conf"],
@@ -233,7 +229,8 @@ def test_prepare_and_load_end_to_end(files: dict[str, Path], tmp_path: Path) -> 
         assert split.question_ids.tolist() == [r["question_id"] for r in records]
         assert split.questions == [r["question"] for r in records]
         assert split.answers == [r["answers"] for r in records]
-        assert split.answer_types == split.question_kinds == [r["answer_type"] for r in records]
+        assert split.answer_types == [r["answer_type"] for r in records]
+        assert split.question_kinds == [r["question_type"] for r in records]  # the official perQuestionType
         for i, r in enumerate(records):
             row = split.image_index[i]
             assert images[str(r["image_id"])] == row
@@ -242,6 +239,8 @@ def test_prepare_and_load_end_to_end(files: dict[str, Path], tmp_path: Path) -> 
             np.testing.assert_allclose(stored, image.features, rtol=2 ** -10, atol=1e-7)  # fp16 precision
             np.testing.assert_array_equal(split.features[row], image.features.astype(np.float16))
             np.testing.assert_array_equal(split.boxes[row], normalize_boxes(image.boxes, image.img_h, image.img_w))
+            np.testing.assert_array_equal(split.object_labels[row], image.objects_id)
+            np.testing.assert_array_equal(split.attr_labels[row], image.attrs_id)
             expected = soft_targets(r["answers"], label_of)
             got = [(int(lab), float(s)) for lab, s in zip(split.target_labels[i], split.target_scores[i]) if lab >= 0]
             assert got == [(lab, pytest.approx(s)) for lab, s in expected]
@@ -323,22 +322,40 @@ def test_load_errors_name_the_store(files: dict[str, Path], tmp_path: Path) -> N
         load_vqa_store(out)
 
 
-def test_interrupted_prepare_never_looks_complete(files: dict[str, Path], tmp_path: Path, capsys) -> None:
+def store_bytes(store: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(store)): f.read_bytes() for f in sorted(store.rglob("*")) if f.is_file()}
+
+
+def test_failed_overwrite_leaves_the_previous_store_intact(files: dict[str, Path], tmp_path: Path, capsys) -> None:
     out = tmp_path / "store"
-    assert run_cli(cli_args(files, out, "--ans2label", files["ans2label"]), capsys)[0] == 0
+    assert run_cli(cli_args(files, out, "--ans2label", files["ans2label"], "--limit", "1"), capsys)[0] == 0
+    before = store_bytes(out)
     good_tsv = files["features"].read_bytes()
     lines = good_tsv.splitlines(keepends=True)
-    files["features"].write_bytes(b"".join(lines[:4] + [b"COCO_val2014_000000000001\t1\t2\r\n"] + lines[4:]))
-    code, _, err = run_cli(cli_args(files, out, "--ans2label", files["ans2label"], "--overwrite", "--limit", "1"), capsys)
-    assert code == 0, err  # --limit 1 needs the images on lines 1 and 4: the rest is never read
+    files["features"].write_bytes(b"".join(lines[:-1] + [b"COCO_val2014_000000000001\t1\t2\r\n"]))  # last line broken
     code, _, err = run_cli(cli_args(files, out, "--ans2label", files["ans2label"], "--overwrite"), capsys)
-    assert code == 2 and f"{files['features']}, line 5: 3 tab-separated fields, expected 10" in err
-    assert not (out / "manifest.json").exists()
-    with pytest.raises(VQAStoreError, match="incomplete store .* interrupted or failed; run it again"):
-        load_vqa_store(out)
+    assert code == 2 and f"{files['features']}, line 6: 3 tab-separated fields, expected 10" in err
+    assert store_bytes(out) == before  # not a byte changed, and it still loads
+    assert len(load_vqa_store(out).train) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "store"]  # no temporary directory left behind
     files["features"].write_bytes(good_tsv)
-    assert run_cli(cli_args(files, out, "--ans2label", files["ans2label"]), capsys)[0] == 0  # no --overwrite needed
+    assert run_cli(cli_args(files, out, "--ans2label", files["ans2label"], "--overwrite"), capsys)[0] == 0
     assert len(load_vqa_store(out).train) == 9
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "store"]
+
+
+def test_version_1_store_still_opens(files: dict[str, Path], tmp_path: Path) -> None:
+    out = prepare_vqa(tmp_path / "store", splits=fixture_splits(files), feature_tsvs=[files["features"]],
+                      ans2label=files["ans2label"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    for key in ("objects_id", "attrs_id"):
+        (out / manifest.pop(key)).unlink()
+    (out / "manifest.json").write_text(json.dumps({**manifest, "version": 1}))
+    ds = load_vqa_store(out)
+    assert ds.train.object_labels is None and ds.train.attr_labels is None and len(ds.train) == 9
+    (out / "manifest.json").write_text(json.dumps({**manifest, "version": 99}))
+    with pytest.raises(VQAStoreError, match="store format version 99, this lxsweep reads versions 1, 2"):
+        load_vqa_store(out)
 
 
 # ---------------------------------------------------------------------- CLI
@@ -402,6 +419,20 @@ def corrupt_answer_type(files: dict[str, Path]) -> Path:
     return files["train_annotations"]
 
 
+def corrupt_annotated_twice(files: dict[str, Path]) -> Path:
+    data = json.loads(files["train_annotations"].read_text())
+    data["annotations"][2] = {**data["annotations"][2], "question_id": data["annotations"][1]["question_id"]}
+    files["train_annotations"].write_text(json.dumps(data))
+    return files["train_annotations"]
+
+
+def corrupt_orphan_annotation(files: dict[str, Path]) -> Path:
+    data = json.loads(files["train_questions"].read_text())
+    data["questions"] = data["questions"][:-1]
+    files["train_questions"].write_text(json.dumps(data))
+    return files["train_annotations"]
+
+
 @pytest.mark.parametrize("corrupt, problem", [
     (corrupt_questions_missing, "file not found"),
     (corrupt_annotations_json, "not valid JSON (Expecting value at line 1 column 18)"),
@@ -412,12 +443,14 @@ def corrupt_answer_type(files: dict[str, Path]) -> Path:
     (corrupt_ans2label, "label ids must be exactly 0..1, each once"),
     (corrupt_unannotated, "1 questions have no annotation in"),
     (corrupt_answer_type, "annotations[4]: answer_type 'color', expected one of yes/no, number, other"),
+    (corrupt_annotated_twice, "annotations[2]: question_id 100000001 is annotated twice"),
+    (corrupt_orphan_annotation, "1 annotations are for questions not in"),
 ])
 def test_cli_bad_input_is_one_error_line(files: dict[str, Path], tmp_path: Path, capsys, corrupt, problem) -> None:
     named = corrupt(files)
     code, _, err = run_cli(cli_args(files, tmp_path / "store", "--ans2label", files["ans2label"]), capsys)
     assert code == 2
-    assert err.startswith("lxsweep prepare-vqa: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("lxsweep: error: ") and err.count("\n") == 1 and "Traceback" not in err
     assert str(named) in err and problem in err
     assert not (tmp_path / "store" / "manifest.json").exists()
 

@@ -1,26 +1,54 @@
 """The dataset interface shared by real VQA v2 and the synthetic task.
 
-Both sources produce a :class:`VQADataset`: two :class:`VQASplit` objects of
-plain arrays plus the answer vocabulary. Training never knows where the data
-came from.
+Both sources reach training the same way: official VQA v2 files go through
+``lxsweep prepare-vqa`` into a prepared store, which opens as a
+:class:`VQADataset` (two :class:`VQASplit` objects of plain arrays plus the
+answer vocabulary). Training never knows where the data came from.
+
+Modules, one concern each:
+
+=============  ==============================================================
+``tsv``        LXMERT feature TSVs: encode and decode one image row
+``vqa_json``   official question/annotation JSON: read, write, answer vocabulary
+``prepare``    official files -> a prepared store (``lxsweep prepare-vqa``)
+``prepared``   the prepared store's layout; open it as a VQADataset
+``synthetic``  the generated scene-question task (in memory)
+``synth``      the synthetic task written out as official files (``lxsweep synth``)
+``source``     an experiment's data: synthetic (cached via synth + prepare) or prepared VQA
+``loader``     batches for training and evaluation
+=============  ==============================================================
 """
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-ANSWER_TYPES = ("yes/no", "number", "other")
+from lxsweep.metric import ANSWER_TYPES, normalize_answer
+
+__all__ = ["ANSWER_TYPES", "VQADataset", "VQAInputError", "VQASplit", "VQAStoreError", "pad_targets",
+           "soft_score", "soft_targets"]
+
+
+class VQAInputError(ValueError):
+    """A bad input file (JSON, TSV, vocabulary); the message names the file and the problem."""
+
+
+class VQAStoreError(ValueError):
+    """A missing, incomplete or inconsistent prepared store; the message names the path and the problem."""
 
 
 @dataclass
 class VQASplit:
     """One split of a VQA-style dataset, as arrays (features may be a memmap).
 
-    ``features``/``boxes`` are indexed by image row; every other field by
-    question row. ``image_index[i]`` is the image row of question ``i``.
+    ``features``/``boxes``/``object_labels``/``attr_labels`` are indexed by
+    image row; every other field by question row. ``image_index[i]`` is the
+    image row of question ``i``. ``question_kinds`` are VQA's ``question_type``
+    (e.g. "what color is the"; the synthetic task's own types), the category
+    the official evaluator reports as ``perQuestionType``.
     """
 
     question_ids: np.ndarray  # int64 [N]
@@ -30,9 +58,13 @@ class VQASplit:
     boxes: np.ndarray  # float32 [num_images, num_boxes, 4], x/width, y/height in [0, 1]
     answers: list[list[str]]  # the annotators' raw answers per question (10 in VQA v2)
     answer_types: list[str]  # "yes/no" | "number" | "other"
-    question_kinds: list[str]  # finer category for reports (VQA v2: the answer type)
+    question_kinds: list[str]  # the question_type of each question
     target_labels: np.ndarray  # int64 [N, K] answer label ids, -1 = padding
     target_scores: np.ndarray  # float32 [N, K] soft VQA scores of those labels
+    # The detector's per-box class ids (the TSV's objects_id / attrs_id), int64
+    # [num_images, num_boxes], -1 on padding boxes; None when the store has none.
+    object_labels: Optional[np.ndarray] = None
+    attr_labels: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return len(self.question_ids)
@@ -51,6 +83,8 @@ class VQASplit:
             question_kinds=[self.question_kinds[i] for i in rows],
             target_labels=self.target_labels[rows],
             target_scores=self.target_scores[rows],
+            object_labels=self.object_labels,
+            attr_labels=self.attr_labels,
         )
 
 
@@ -81,8 +115,6 @@ def soft_targets(answers: Sequence[str], label_of: Mapping[str, int]) -> list[tu
     Answers are normalised first; a label's score is :func:`soft_score` of how
     many annotators gave it (1, 2, 3, >=4 -> 0.3, 0.6, 0.9, 1.0).
     """
-    from lxsweep.metric import normalize_answer
-
     counts = Counter(normalize_answer(a) for a in answers)
     return sorted((label_of[a], soft_score(c)) for a, c in counts.items() if a in label_of)
 

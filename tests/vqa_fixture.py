@@ -1,4 +1,4 @@
-"""Small VQA v2 inputs in the exact real formats, for tests and local trials.
+"""Small VQA v2 inputs in the exact real formats, for tests and benchmarks (not part of the package).
 
 :func:`write_vqa_fixture` writes official-layout questions and annotations
 JSON (two splits, ten annotators, all three answer types, answers that need
@@ -7,16 +7,14 @@ LXMERT-style ``ans2label`` JSON: everything ``lxsweep prepare-vqa`` reads.
 """
 from __future__ import annotations
 
-import base64
-import csv
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from lxsweep.data.vqa import FIELDNAMES
+from lxsweep.data.tsv import encode_feature_row, make_img_id, write_feature_tsv
 
 # (answer type, question_type, question template, answers in vocabulary, raw spellings)
 _KINDS = (
@@ -29,45 +27,6 @@ _KINDS = (
 _OBJECTS = ("dog", "cat", "car", "bus", "kite", "plate")
 _OUT_OF_VOCAB = ("maybe", "10", "purple", "none of them")  # answers some annotator gives that the vocabulary lacks
 FIXTURE_ANSWERS = ("yes", "no", "2", "1", "3", "4", "red", "blue", "green", "white", "black")
-
-
-def encode_feature_row(img_id: str, img_h: int, img_w: int, boxes: np.ndarray, features: np.ndarray, *,
-                       objects_id: np.ndarray | None = None, objects_conf: np.ndarray | None = None,
-                       attrs_id: np.ndarray | None = None, attrs_conf: np.ndarray | None = None) -> list[str]:
-    """One image as the ten fields of an LXMERT feature TSV row (the inverse of ``decode_feature_row``).
-
-    Arrays are written as base64 of raw little-endian buffers: ids int64,
-    confidences float32, boxes float32 [n, 4] in pixels, features float32 [n, d].
-    Missing object/attribute arrays are zeros.
-    """
-    n = len(boxes)
-    zeros_i, zeros_f = np.zeros(n, dtype="<i8"), np.zeros(n, dtype="<f4")
-
-    def b64(array: np.ndarray | None, dtype: str, default: np.ndarray) -> str:
-        data = default if array is None else np.ascontiguousarray(array, dtype=dtype)
-        return base64.b64encode(data.tobytes()).decode("ascii")
-
-    return [img_id, str(img_h), str(img_w),
-            b64(objects_id, "<i8", zeros_i), b64(objects_conf, "<f4", zeros_f),
-            b64(attrs_id, "<i8", zeros_i), b64(attrs_conf, "<f4", zeros_f),
-            str(n), b64(boxes, "<f4", zeros_f), b64(features, "<f4", zeros_f)]
-
-
-def write_feature_tsv(path: str | Path, rows: Iterable[Sequence[str]]) -> Path:
-    """Write TSV rows the way bottom-up-attention's ``generate_tsv.py`` does (csv, tab, CRLF)."""
-    path = Path(path)
-    with open(path, "w", newline="", encoding="ascii") as handle:
-        writer = csv.writer(handle, delimiter="\t")
-        for row in rows:
-            if len(row) != len(FIELDNAMES):
-                raise ValueError(f"a feature row has {len(row)} fields, expected {len(FIELDNAMES)}")
-            writer.writerow(row)
-    return path
-
-
-def coco_img_id(subset: str, image_id: int) -> str:
-    """The TSV img_id of a COCO image: ``coco_img_id("val2014", 42) == "COCO_val2014_000000000042"``."""
-    return f"COCO_{subset}_{image_id:012d}"
 
 
 def fixture_splits(files: dict[str, Path]) -> dict[str, tuple[Path, Path]]:
@@ -105,7 +64,7 @@ def write_vqa_fixture(directory: str | Path, *, num_images: int = 6, questions_p
         boxes = np.stack([x1, y1, x1 + rng.uniform(1, img_w - x1), y1 + rng.uniform(1, img_h - y1)], axis=1)
         features = (rng.gamma(1.0, 1.5, (num_boxes, feat_dim)) * (rng.random((num_boxes, feat_dim)) < 0.6))
         tsv_rows.append(encode_feature_row(
-            coco_img_id(subset, image_id), img_h, img_w, boxes.astype(np.float32), features.astype(np.float32),
+            make_img_id(f"COCO_{subset}", image_id), img_h, img_w, boxes.astype(np.float32), features.astype(np.float32),
             objects_id=rng.integers(0, 1600, num_boxes), objects_conf=rng.random(num_boxes),
             attrs_id=rng.integers(0, 400, num_boxes), attrs_conf=rng.random(num_boxes)))
         for k in range(questions_per_image):

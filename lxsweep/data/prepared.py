@@ -1,0 +1,158 @@
+"""A prepared VQA store: its layout, and opening it as a :class:`~lxsweep.data.VQADataset`.
+
+``lxsweep prepare-vqa`` (:mod:`lxsweep.data.prepare`) writes it once;
+:func:`load_vqa_store` opens it with the features as a read-only memmap, so
+every trial on a node shares one page cache and none loads 30 GB into RAM.
+
+Layout (one directory)::
+
+    manifest.json       written last: its presence means "complete"
+    answers.json        label id -> answer
+    features.f16.npy    float16 [num_images, num_boxes, feat_dim], zero rows pad short images
+    boxes.npy           float32 [num_images, num_boxes, 4]: x1/w, y1/h, x2/w, y2/h in [0, 1]
+    objects_id.npy      int64 [num_images, num_boxes]: the TSV's objects_id, -1 on padding boxes (version 2)
+    attrs_id.npy        int64 [num_images, num_boxes]: the TSV's attrs_id, -1 on padding boxes (version 2)
+    images.json         VQA image_id -> row of features/boxes
+    <split>/question_ids.npy   int64 [N]
+    <split>/image_index.npy    int64 [N] -> row of features/boxes
+    <split>/target_labels.npy  int64 [N, K], -1 = padding (K >= 10)
+    <split>/target_scores.npy  float32 [N, K], soft VQA scores
+    <split>/questions.jsonl    one object per question row: text, question_type, answer_type, the raw answers
+
+Version 1 stores (no objects_id/attrs_id) still open, with ``object_labels``
+and ``attr_labels`` None.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lxsweep.data import VQADataset, VQASplit, VQAStoreError
+
+STORE_FORMAT = "lxsweep-vqa-store"
+STORE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+MANIFEST_FILE = "manifest.json"
+FEATURES_FILE = "features.f16.npy"
+BOXES_FILE = "boxes.npy"
+OBJECTS_FILE = "objects_id.npy"
+ATTRS_FILE = "attrs_id.npy"
+ANSWERS_FILE = "answers.json"
+IMAGES_FILE = "images.json"
+QUESTIONS_FILE = "questions.jsonl"
+
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest of the store at ``path``, or a :class:`VQAStoreError` saying what is wrong."""
+    store = Path(path)
+    if not store.exists():
+        raise VQAStoreError(f"{store}: no such directory (make the store with `lxsweep prepare-vqa`)")
+    if not store.is_dir():
+        raise VQAStoreError(f"{store}: not a directory (a VQA store is the directory `lxsweep prepare-vqa --out` made)")
+    manifest_path = store / MANIFEST_FILE
+    if not manifest_path.exists():
+        raise VQAStoreError(f"{store}: no {MANIFEST_FILE}; not a store made by `lxsweep prepare-vqa`")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise VQAStoreError(f"{manifest_path}: unreadable manifest ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != STORE_FORMAT:
+        raise VQAStoreError(f"{manifest_path}: not a {STORE_FORMAT} manifest")
+    if manifest.get("version") not in READABLE_VERSIONS:
+        raise VQAStoreError(f"{manifest_path}: store format version {manifest.get('version')}, this lxsweep reads "
+                            f"versions {', '.join(map(str, READABLE_VERSIONS))}; run `lxsweep prepare-vqa` again")
+    return manifest
+
+
+def load_vqa_store(path: str | Path, train_split: str = "train", valid_split: str = "minival",
+                   mmap: bool = True) -> VQADataset:
+    """Open a store made by :func:`prepare_vqa` as a VQADataset.
+
+    With ``mmap`` the features and boxes are read-only ``np.memmap`` views
+    shared by both splits: resident memory does not grow with the number of
+    images, and processes on one node share the page cache.
+    """
+    store = Path(path)
+    manifest = read_manifest(store)
+    for split in (train_split, valid_split):
+        if split not in manifest["splits"]:
+            raise VQAStoreError(f"{store}: no split {split!r}; available: {', '.join(sorted(manifest['splits']))}")
+    mode = "r" if mmap else None
+    features = _load_npy(store / manifest["features"], mode)
+    boxes = _load_npy(store / manifest["boxes"], mode)
+    n, nb, fd = manifest["num_images"], manifest["num_boxes"], manifest["feat_dim"]
+    if features.shape != (n, nb, fd) or features.dtype != np.float16:
+        raise VQAStoreError(f"{store / manifest['features']}: {features.dtype} {features.shape}, manifest says float16 "
+                            f"{(n, nb, fd)}; run `lxsweep prepare-vqa` again")
+    if boxes.shape != (n, nb, 4):
+        raise VQAStoreError(f"{store / manifest['boxes']}: shape {boxes.shape}, manifest says {(n, nb, 4)}")
+    try:
+        answers = json.loads((store / manifest["answers"]["file"]).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise VQAStoreError(f"{store / manifest['answers']['file']}: unreadable answer list ({exc})") from None
+    if len(answers) != manifest["answers"]["count"]:
+        raise VQAStoreError(f"{store / manifest['answers']['file']}: {len(answers)} answers, manifest says "
+                            f"{manifest['answers']['count']}")
+    labels = {name: _load_box_labels(store, manifest, name) for name in ("objects_id", "attrs_id")}
+    images = (features, boxes, labels["objects_id"], labels["attrs_id"])
+    train = _load_split(store, train_split, manifest, images)
+    valid = train if valid_split == train_split else _load_split(store, valid_split, manifest, images)
+    return VQADataset(train=train, valid=valid, answers=answers)
+
+
+def _load_npy(path: Path, mmap_mode: str | None) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except FileNotFoundError:
+        raise VQAStoreError(f"{path}: missing from the store; run `lxsweep prepare-vqa` again") from None
+    except (OSError, ValueError) as exc:
+        raise VQAStoreError(f"{path}: unreadable ({exc}); run `lxsweep prepare-vqa` again") from None
+
+
+def _load_box_labels(store: Path, manifest: Mapping[str, Any], name: str) -> np.ndarray | None:
+    """The per-box class ids ``name`` (objects_id / attrs_id), or None in a version-1 store."""
+    if name not in manifest:
+        return None
+    labels = _load_npy(store / manifest[name], None)
+    expected = (manifest["num_images"], manifest["num_boxes"])
+    if labels.shape != expected or labels.dtype != np.int64:
+        raise VQAStoreError(f"{store / manifest[name]}: {labels.dtype} {labels.shape}, manifest says int64 {expected}; "
+                            f"run `lxsweep prepare-vqa` again")
+    return labels
+
+
+def _load_split(store: Path, name: str, manifest: Mapping[str, Any],
+                images: tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]) -> VQASplit:
+    features, boxes, object_labels, attr_labels = images
+    directory = store / name
+    question_ids = _load_npy(directory / "question_ids.npy", None)
+    image_index = _load_npy(directory / "image_index.npy", None)
+    labels = _load_npy(directory / "target_labels.npy", None)
+    scores = _load_npy(directory / "target_scores.npy", None)
+    try:
+        with open(directory / QUESTIONS_FILE, encoding="utf-8") as handle:
+            records = [json.loads(line) for line in handle]
+    except FileNotFoundError:
+        raise VQAStoreError(f"{directory / QUESTIONS_FILE}: missing from the store; run `lxsweep prepare-vqa` again") from None
+    except json.JSONDecodeError as exc:
+        raise VQAStoreError(f"{directory / QUESTIONS_FILE}: unreadable ({exc})") from None
+    n = manifest["splits"][name]["questions"]
+    sizes = {"question_ids": len(question_ids), "image_index": len(image_index), "target_labels": len(labels),
+             "target_scores": len(scores), QUESTIONS_FILE: len(records)}
+    if any(size != n for size in sizes.values()) or labels.shape != scores.shape:
+        raise VQAStoreError(f"{directory}: row counts {sizes} disagree with the manifest's {n}; run `lxsweep prepare-vqa` again")
+    if n and (image_index.min() < 0 or image_index.max() >= len(features)):
+        raise VQAStoreError(f"{directory / 'image_index.npy'}: rows outside the {len(features)} stored images")
+    return VQASplit(
+        question_ids=question_ids, questions=[r["question"] for r in records], image_index=image_index,
+        features=features, boxes=boxes, answers=[r["answers"] for r in records],
+        answer_types=[r["answer_type"] for r in records],
+        # The official evaluator's perQuestionType; a file without question_type falls back to the answer type.
+        question_kinds=[r.get("question_type") or r["answer_type"] for r in records],
+        target_labels=labels, target_scores=scores, object_labels=object_labels, attr_labels=attr_labels,
+    )
