@@ -13,13 +13,13 @@ kind       answer type example
 exist      yes/no      is there a red cube ?
 count      number      how many red objects are there ? / how many cubes are there ?
 attribute  other       what color is the cube ? / what shape is the red object ?
-spatial    yes/no      is the cube on the left ? / is the red object on the right ?
+spatial    other       where is the cube ? / where is the red object ?  (left / right)
 =========  ==========  ======================================================
 
 Every kind needs the image: ``exist`` binds a colour *and* a shape word to one
 region; ``count`` binds a word to regions and counts them; ``attribute`` finds
 the one object a word names and reads another of its attributes; ``spatial``
-finds it and reads its box. Objects named in ``attribute``/``spatial``
+finds it and reads its box (which half of the image). Objects named in ``attribute``/``spatial``
 questions are unique in their scene. Yes/no answers are balanced, so a
 question-only ("blind") predictor sits near the answer priors.
 
@@ -40,23 +40,22 @@ the data.
 """
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from lxsweep.config import SyntheticConfig
-from lxsweep.data import VQADataset, VQASplit, pad_targets, soft_targets
 
 COLORS = ("red", "blue", "green", "yellow", "purple", "gray")
 SHAPES = ("cube", "sphere", "cylinder", "cone")
 SIZES = ("small", "large")
+SIDES = ("left", "right")  # which half of the image an object's centre is in
 COUNTS = ("0", "1", "2", "3", "4")
 KINDS = ("exist", "count", "attribute", "spatial")
 OBJECT_NAMES = (*SHAPES, "clutter")  # detector object classes: objects_id in the feature TSVs
 ATTRIBUTE_NAMES = (*COLORS, "none")  # detector attribute classes: attrs_id
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-TEMPLATE_WORDS = "is there a how many are what color shape size the object objects on left right ?".split()
+TEMPLATE_WORDS = "is there a how many are what where color shape size the object objects ?".split()
 _CLUTTER_KINDS = 8
 
 
@@ -99,7 +98,7 @@ class _Generator:
     def scene(self) -> list[dict]:
         rng = self.rng
         n = int(rng.integers(2, 5))
-        xs = rng.permutation(np.linspace(0.1, 0.9, 9))[:n]  # distinct x, never on the centre line's wrong side
+        xs = rng.permutation(np.linspace(0.05, 0.95, 10))[:n]  # distinct x, none on the centre line
         return [{
             "color": int(rng.integers(len(COLORS))), "shape": int(rng.integers(len(SHAPES))),
             "size": int(rng.integers(len(SIZES))), "x": float(x), "y": float(rng.uniform(0.2, 0.8)),
@@ -162,14 +161,12 @@ class _Generator:
             attr = self.pick([a for a in ("color", "shape", "size") if a != by])
             names = {"color": COLORS, "shape": SHAPES, "size": SIZES}[attr]
             return f"what {attr} is {phrase} ?", names[o[attr]], "other", kind
-        side = self.pick(("left", "right"))
-        truth = (o["x"] < 0.5) == (side == "left")
-        return f"is {phrase} on the {side} ?", "yes" if truth else "no", "yes/no", kind
+        return f"where is {phrase} ?", SIDES[0] if o["x"] < 0.5 else SIDES[1], "other", kind
 
     def annotators(self, answer: str, answer_type: str) -> list[str]:
         pool = {"yes/no": ("yes", "no"), "number": COUNTS}.get(answer_type)
         if pool is None:
-            pool = COLORS if answer in COLORS else SHAPES if answer in SHAPES else SIZES
+            pool = next(names for names in (COLORS, SHAPES, SIZES, SIDES) if answer in names)
         out = []
         for _ in range(10):
             if self.rng.random() < self.cfg.annotator_noise:
@@ -208,39 +205,3 @@ def generate_split(cfg: SyntheticConfig, num_questions: int, split_seed: int, qu
         "object_labels": object_labels, "attr_labels": attr_labels,  # detector labels (objects_id / attrs_id)
         "scenes": scenes,  # the ground truth behind the features, for tests and inspection
     }
-
-
-def _to_split(raw: dict, label_of: dict[str, int], id_offset: int) -> VQASplit:
-    n = len(raw["questions"])
-    labels, scores = pad_targets([soft_targets(given, label_of) for given in raw["answers"]])
-    return VQASplit(
-        question_ids=np.arange(id_offset, id_offset + n, dtype=np.int64),
-        questions=raw["questions"], image_index=raw["image_index"], features=raw["features"],
-        boxes=raw["boxes"], answers=raw["answers"], answer_types=raw["answer_types"],
-        question_kinds=raw["question_kinds"], target_labels=labels, target_scores=scores,
-    )
-
-
-def answer_vocabulary(answer_lists: list[list[str]]) -> list[str]:
-    """Answers seen in training, most frequent first (ties alphabetical): deterministic."""
-    counts = Counter(a for answers in answer_lists for a in answers)
-    return sorted(counts, key=lambda a: (-counts[a], a))
-
-
-def synthetic_dataset(cfg: SyntheticConfig, purpose: str = "finetune") -> VQADataset:
-    """The task's splits. ``purpose="pretrain"`` gives the disjoint pretraining split.
-
-    Splits are seeded from ``cfg.seed`` and the split's role, so fine-tune
-    train, validation and pretraining scenes never coincide.
-    """
-    if purpose == "pretrain":
-        train = generate_split(cfg, cfg.pretrain_questions, cfg.seed * 10 + 3)
-        valid = generate_split(cfg, min(cfg.valid_questions, 500), cfg.seed * 10 + 4)
-    elif purpose == "finetune":
-        train = generate_split(cfg, cfg.train_questions, cfg.seed * 10 + 1)
-        valid = generate_split(cfg, cfg.valid_questions, cfg.seed * 10 + 2)
-    else:
-        raise ValueError(f"purpose must be 'pretrain' or 'finetune', got {purpose!r}")
-    vocab = answer_vocabulary(train["answers"])
-    label_of = {a: i for i, a in enumerate(vocab)}
-    return VQADataset(train=_to_split(train, label_of, 0), valid=_to_split(valid, label_of, 10_000_000), answers=vocab)
