@@ -124,11 +124,14 @@ class _Generator:
         feats += rng.standard_normal(feats.shape).astype(np.float32) * cfg.feature_noise
         return feats, np.clip(boxes, 0.0, 1.0), obj_ids, attr_ids
 
-    def _named_object(self, objs: list[dict]) -> tuple[dict, str, str]:
-        """An object and a phrase naming it uniquely ("the cube", "the red object"), and the attribute used."""
+    def _named_object(self, objs: list[dict]) -> tuple[dict, str, str] | None:
+        """An object and a phrase naming it uniquely ("the cube", "the red object"), and the attribute used.
+
+        None when every shape and every colour in the scene repeats (then no phrase names one object).
+        """
         options = [(o, by) for o in objs for by in ("shape", "color") if sum(p[by] == o[by] for p in objs) == 1]
-        if not options:  # every shape and colour repeats (rare): name by shape anyway, answer for the first
-            options = [(objs[0], "shape")]
+        if not options:
+            return None
         o, by = self.pick(options)
         phrase = f"the {SHAPES[o['shape']]}" if by == "shape" else f"the {COLORS[o['color']]} object"
         return o, phrase, by
@@ -156,7 +159,10 @@ class _Generator:
                 c, s = self.pick(absent)
             present = any(o["color"] == c and o["shape"] == s for o in objs)
             return f"is there a {COLORS[c]} {SHAPES[s]} ?", "yes" if present else "no", "yes/no", kind
-        o, phrase, by = self._named_object(objs)
+        named = self._named_object(objs)
+        if named is None:  # rare: no object can be named uniquely, so ask the one question that needs no name
+            return "how many objects are there ?", str(len(objs)), "number", "count"
+        o, phrase, by = named
         if kind == "attribute":
             attr = self.pick([a for a in ("color", "shape", "size") if a != by])
             names = {"color": COLORS, "shape": SHAPES, "size": SIZES}[attr]
