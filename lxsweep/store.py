@@ -1,16 +1,20 @@
 """The store: one experiment's directory on local disk, NFS or object storage.
 
-Layout (``<storage>/<name>-<hash>/``)::
+Layout (``<storage>/<name>-<hash>/``), every relative path built by a function below::
 
-    experiment.yaml           the resolved experiment (what the hash covers and more)
-    trials/<trial>/metrics.json   a trial's final metrics: its durable "done" marker
-    trials/<trial>/history.json   per-epoch metrics
-    trials/<trial>/failed.json    why a trial failed for good (removed on success)
-    masks/<trial>.safetensors     the mask trial <trial> trains with (bit-packed)
-    rewind/<name>.safetensors     rewind-point weights (rewind.to: step)
-    pretrained-<hash>/            the synthetic task's pretrained rewind point
-    ray/                          Ray Tune/Train state and checkpoints
-    report/                       results.csv, results.md, accuracy_vs_sparsity.png
+    experiment.yaml                  the resolved experiment and its hash (launch and trial write it)
+    trials/<trial>/metrics.json      final metrics with the per-epoch history: the durable "done" marker
+    trials/<trial>/sparsity.json     per-tensor sparsity of the mask it trained with
+    trials/<trial>/attempts/<t>.json one file per start (time, host, resumed or not)
+    trials/<trial>/failed.json       why it failed for good (removed on success)
+    trials/<trial>/node.json         the Ray node of the last attempt (sweeps only)
+    trials/<trial>/driver.json       start and end of its Ray Tune driver (sweeps only)
+    masks/<trial>.safetensors        the mask trial <trial> trains with (bit-packed)
+    rewind/dense-s<seed>-step<n>.safetensors   rewind-point weights (rewind.to: step)
+    pretrained-<hash>/               the synthetic task's pretrained rewind point
+    ray/                             Ray Tune/Train state and checkpoints
+    wandb/                           W&B offline run files (local and NFS stores)
+    report/                          results.csv, results.md, accuracy_vs_sparsity.png
 
 Every write is atomic (temp file + rename locally; object stores put whole
 objects), so a crash never leaves a half-written marker that reads as done.
@@ -26,7 +30,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from lxsweep.config import Experiment
+import yaml
+
+from lxsweep.config import Experiment, from_dict
 
 
 def is_uri(path: str) -> bool:
@@ -163,13 +169,85 @@ class Store:
         return cache
 
 
+# -- the layout: every relative path in the store ----------------------------
+
+EXPERIMENT_FILE = "experiment.yaml"
+TRIALS_DIR = "trials"
+RAY_DIR = "ray"
+WANDB_DIR = "wandb"
+REPORT_DIR = "report"
+
+
 def trial_dir(name: str) -> str:
-    return f"trials/{name}"
+    return f"{TRIALS_DIR}/{name}"
 
 
 def metrics_path(name: str) -> str:
-    return f"trials/{name}/metrics.json"
+    return f"{trial_dir(name)}/metrics.json"
+
+
+def sparsity_path(name: str) -> str:
+    return f"{trial_dir(name)}/sparsity.json"
+
+
+def failed_path(name: str) -> str:
+    return f"{trial_dir(name)}/failed.json"
+
+
+def node_path(name: str) -> str:
+    return f"{trial_dir(name)}/node.json"
+
+
+def driver_path(name: str) -> str:
+    return f"{trial_dir(name)}/driver.json"
+
+
+def attempts_dir(name: str) -> str:
+    return f"{trial_dir(name)}/attempts"
+
+
+def attempt_path(name: str, started: float, tag: str) -> str:
+    """One start of a trial; the name begins with the start time in ms (status reads it back)."""
+    return f"{attempts_dir(name)}/{int(started * 1000)}-{tag}.json"
+
+
+def attempt_started(filename: str) -> float:
+    """The start time (s) encoded in an attempt file's name."""
+    return float(filename.split("-")[0]) / 1000
 
 
 def mask_path(name: str) -> str:
     return f"masks/{name}.safetensors"
+
+
+def rewind_path(seed: int, step: int) -> str:
+    return f"rewind/dense-s{seed}-step{step}.safetensors"
+
+
+def pretrained_dir(digest: str) -> str:
+    return f"pretrained-{digest}"
+
+
+def report_path(filename: str) -> str:
+    return f"{REPORT_DIR}/{filename}"
+
+
+def finished_trials(store: Store) -> set[str]:
+    """Names of the trials whose ``metrics.json`` is in the store."""
+    return {n for n in store.listdir(TRIALS_DIR) if store.exists(metrics_path(n))}
+
+
+def write_experiment(store: Store, exp: Experiment, overwrite: bool = True) -> None:
+    """Record the resolved experiment (``status`` and ``report`` read it); ``overwrite=False`` keeps one there."""
+    if overwrite or not store.exists(EXPERIMENT_FILE):
+        text = yaml.safe_dump({**exp.to_dict(), "hash": exp.hash}, sort_keys=False)
+        store.write_bytes(EXPERIMENT_FILE, text.encode())
+
+
+def read_experiment(store: Store) -> Experiment:
+    """The experiment recorded in the store (its plugins are imported, as for any experiment)."""
+    raw = yaml.safe_load(store.read_bytes(EXPERIMENT_FILE))
+    raw.pop("hash", None)
+    exp = from_dict(raw, store.path(EXPERIMENT_FILE))
+    exp.source = store.path(EXPERIMENT_FILE)
+    return exp

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Optional
 
 from lxsweep.config import Experiment
 from lxsweep.plan import TrialKey
-from lxsweep.store import Store
+from lxsweep.store import WANDB_DIR, Store
 
 EPOCH_METRICS = ("train_loss", "lr", "sparsity", "epoch_seconds")
 
@@ -25,13 +26,18 @@ def wandb_dir(store: Store) -> str:
     if store.uri:
         d = Path(tempfile.gettempdir()) / "lxsweep-wandb" / Path(store.root).name
     else:
-        d = Path(store.path("wandb"))
+        d = Path(store.path(WANDB_DIR))
     d.mkdir(parents=True, exist_ok=True)
     return str(d)
 
 
 def run_id(exp: Experiment, name: str) -> str:
     return f"{exp.name}-{exp.hash}-{name}"[:128]
+
+
+def rerun_id(exp: Experiment, name: str) -> str:
+    """A run id of its own for a local re-run of a finished trial (never appends to the sweep's run)."""
+    return f"{run_id(exp, name)[:110]}-rerun-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def group(exp: Experiment) -> str:
@@ -60,13 +66,14 @@ def trial_label(key: TrialKey, sparsity: float) -> str:
 class TrialTracker:
     """The W&B run of one trial (create it on rank 0 only)."""
 
-    def __init__(self, exp: Experiment, key: TrialKey, store: Store):
+    def __init__(self, exp: Experiment, key: TrialKey, store: Store, rerun: bool = False):
+        """``rerun``: a run id of its own; else the trial's deterministic id (resumed attempts continue its run)."""
         self.key = key
         sparsity = exp.sparsity(key.level)
         config = {**exp.to_dict(), "trial": key.name, "level": key.level, "subnetwork": key.subnetwork,
                   "seed": key.seed, "target_sparsity": sparsity, "hash": exp.hash}
         self.run = _init(
-            exp, store, id=run_id(exp, key.name), name=trial_label(key, sparsity), job_type=key.subnetwork,
+            exp, store, id=(rerun_id if rerun else run_id)(exp, key.name), name=trial_label(key, sparsity), job_type=key.subnetwork,
             config=config, tags=[exp.name, key.subnetwork, f"L{key.level}", f"seed{key.seed}"],
         )
         if self.run is not None:

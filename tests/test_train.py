@@ -43,7 +43,7 @@ def test_pruned_weights_stay_exactly_zero_with_adamw_weight_decay(exp):
     mask = pruning.random_mask({n: p.shape for n, p in params.items()}, 0.5, seed=0, level=1)
     assert exp.training.weight_decay > 0
     fit = _Fit(exp, runtime(exp), model, mask, data, tok, K("random-L1-s0"), epochs=1)
-    fit.run(None, log=lambda s: None)
+    fit.run(log=lambda s: None)
     for name, p in pruning.prunable_parameters(fit.model, exp.pruning.scope).items():
         assert torch.count_nonzero(p.detach()[~mask[name]]) == 0, name
         assert torch.count_nonzero(p.detach()[mask[name]]) > 0.99 * int(mask[name].sum()), name
