@@ -255,7 +255,7 @@ def import_plugins(modules: list[str], where: str = "<dict>") -> None:
         try:
             importlib.import_module(name)
         except ImportError as exc:
-            raise ConfigError(f"{where}: plugins[{i}]: cannot import {name!r} ({exc}); install it or put its "
+            raise ConfigError(f"{where}: plugins[{i}]: cannot import {name!r} ({exc}) — install it or put its "
                               "directory on PYTHONPATH") from None
 
 
