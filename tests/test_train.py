@@ -94,6 +94,21 @@ def test_reinit_uses_the_ticket_mask_with_fresh_weights(smoke_file, tiny_overrid
     assert metrics["sparsity"] == pytest.approx(exp.sparsity(1), abs=1e-4)
 
 
+def test_scratch_trains_the_dense_model_from_fresh_weights(smoke_file, tiny_overrides):
+    exp = load_experiment(smoke_file, [*tiny_overrides, "pruning.subnetworks=[scratch]", "rewind.to=step", "rewind.step=3"])
+    store = Store.for_experiment(exp)
+    n = len(synthetic_dataset(exp.data.synthetic).answers)
+    dense, _, _ = initial_model(exp, K("dense-L0-s0"), store, n, log=lambda s: None)
+    scratch, _, mask = initial_model(exp, K("scratch-L0-s0"), store, n, log=lambda s: None)
+    assert mask is None
+    d, s = dict(dense.named_parameters()), dict(scratch.named_parameters())
+    same = [name for name, p in d.items() if p.ndim == 2 and torch.equal(p, s[name])]  # every matrix is fresh
+    assert not same, same
+    metrics = run_trial(exp, K("scratch-L0-s0"), store, log=lambda s: None)
+    assert metrics["sparsity"] == 0.0 and metrics["child_masks"] == [] and metrics["level"] == 0
+    assert not store.exists("rewind/dense-s0-step3.safetensors")  # only the dense trial writes the rewind point
+
+
 def test_oneshot_masks_come_from_the_dense_weights(smoke_file, tiny_overrides):
     exp = load_experiment(smoke_file, [*tiny_overrides, "pruning.schedule=oneshot", "pruning.subnetworks=[low]"])
     store = Store.for_experiment(exp)
