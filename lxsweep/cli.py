@@ -195,9 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
                 "lxsweep trial experiments/smoke.yaml --level 2 --subnetwork low --seed 0")
     _experiment_args(p)
     p.add_argument("--level", type=int, required=True, help="pruning level (0 = the dense model)")
+    from lxsweep import subnetworks
+
     p.add_argument("--subnetwork", default=None,
-                   help="a registered subnetwork: low (default above level 0), high, random, reinit, scratch "
-                        "(level 0), or one a plugin adds; level 0 alone is the dense model")
+                   help=f"one of {', '.join(subnetworks.names())} or one a plugin registers "
+                        f"(default: {subnetworks.TICKET} above level 0; level 0 alone is the dense model)")
     p.add_argument("--seed", type=int, required=True, help="one of the experiment's seeds")
     p.set_defaults(func=cmd_trial)
 

@@ -28,7 +28,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -182,24 +182,18 @@ def trial_dir(name: str) -> str:
     return f"{TRIALS_DIR}/{name}"
 
 
-def metrics_path(name: str) -> str:
-    return f"{trial_dir(name)}/metrics.json"
+def _trial_file(filename: str) -> Callable[[str], str]:
+    def path(name: str) -> str:
+        return f"{trial_dir(name)}/{filename}"
+    path.__name__ = path.__qualname__ = filename.split(".")[0] + "_path"
+    return path
 
 
-def sparsity_path(name: str) -> str:
-    return f"{trial_dir(name)}/sparsity.json"
-
-
-def failed_path(name: str) -> str:
-    return f"{trial_dir(name)}/failed.json"
-
-
-def node_path(name: str) -> str:
-    return f"{trial_dir(name)}/node.json"
-
-
-def driver_path(name: str) -> str:
-    return f"{trial_dir(name)}/driver.json"
+metrics_path = _trial_file("metrics.json")
+sparsity_path = _trial_file("sparsity.json")
+failed_path = _trial_file("failed.json")
+node_path = _trial_file("node.json")
+driver_path = _trial_file("driver.json")
 
 
 def attempts_dir(name: str) -> str:
