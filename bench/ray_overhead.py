@@ -25,7 +25,7 @@ from lxsweep.store import Store, driver_path, finished_trials, metrics_path  # n
 
 TINY = ["data.synthetic.train_questions=600", "data.synthetic.valid_questions=300",
         "data.synthetic.pretrain_questions=600", "model.pretrain_epochs=1", "training.epochs=1",
-        "tracking.wandb=disabled", "resources.max_concurrent_trials=1"]
+        "tracking.backend=none", "resources.max_concurrent_trials=1"]
 
 
 def run(sets: list[str]) -> tuple[float, Store]:

@@ -5,11 +5,13 @@ here; the file names only what differs. ``--set key=value`` overrides any key
 by its dotted path. Errors name the file, the key and what was expected,
 before anything runs.
 
-The experiment hash covers everything that changes a trial's result (model,
-data, training, pruning, rewind). It deliberately leaves out the grid
-selection (``pruning.levels``, ``pruning.subnetworks``, ``seeds``), tracking,
-resources, storage and the name: adding a level or a seed to a finished sweep
-reuses its store and re-runs nothing that is already there.
+The experiment hash covers the values that change a trial's result *and
+differ from their defaults* (as open_lth's hparams do), in canonical JSON. So a
+new option with a default leaves every existing hash, and every store, as it
+was. Fields that only select, place or track trials are marked ``selects()``
+(grid selection ``pruning.levels``/``subnetworks``, ``seeds``, tracking,
+resources, storage, the name, loader workers, eval batch size): adding a level
+or a seed to a finished sweep reuses its store and re-runs nothing there.
 """
 from __future__ import annotations
 
@@ -32,6 +34,19 @@ SCOPE_GROUPS = ("language", "vision", "cross", "pooler")
 
 class ConfigError(ValueError):
     """A bad experiment file or override; the message names file, key and problem."""
+
+
+def selects(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING) -> Any:
+    """A field that selects, places or tracks trials but never changes a result: the hash leaves it out."""
+    return field(default=default, default_factory=default_factory, metadata={"hashed": False})
+
+
+# Keys that were renamed: reading one gives a single line saying what to write instead.
+RENAMED = {
+    "tracking.wandb": "tracking.wandb was replaced by tracking.backend (wandb | tensorboard | none) and "
+                      "tracking.mode (offline | online); write e.g. `tracking: {backend: wandb, mode: offline}`, "
+                      "or `backend: none` for `wandb: disabled`",
+}
 
 
 @dataclass
@@ -65,7 +80,7 @@ class DataConfig:
     max_tokens: int = 20
     limit_train: Optional[int] = None
     limit_valid: Optional[int] = None
-    loader_workers: int = 0  # DataLoader worker processes per training worker
+    loader_workers: int = selects(0)  # DataLoader worker processes per training worker
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -73,7 +88,7 @@ class DataConfig:
 class TrainingConfig:
     epochs: int = 4
     batch_size: int = 32
-    eval_batch_size: int = 256
+    eval_batch_size: int = selects(256)
     lr: float = 5e-5
     warmup: float = 0.1  # fraction of steps with linear warmup, then linear decay
     weight_decay: float = 0.01
@@ -84,9 +99,9 @@ class TrainingConfig:
 @dataclass
 class PruningConfig:
     rate: float = 0.1  # fraction of the remaining weights removed per level
-    levels: int = 10
+    levels: int = selects(10)
     sparsities: Optional[list[float]] = None  # explicit level sparsities; overrides rate
-    subnetworks: list[str] = field(default_factory=lambda: list(subnetworks.DEFAULT))  # lxsweep/subnetworks.py
+    subnetworks: list[str] = selects(default_factory=lambda: list(subnetworks.DEFAULT))  # lxsweep/subnetworks.py
     scope: list[str] = field(default_factory=lambda: list(SCOPE_GROUPS))
     layerwise: bool = False
     schedule: Literal["iterative", "oneshot"] = "iterative"
@@ -106,31 +121,37 @@ class ResourcesConfig:
     max_concurrent_trials: Optional[int] = None  # None = as many as the cluster fits
     max_failures: int = 2  # worker-group restarts per trial before it fails for good
     fine_tune_hours: Optional[float] = None  # GPU-hours per fine-tune, for `lxsweep plan`
+    # Let trials whose resolved precision or device type differ share one store (warns loudly);
+    # without it such a trial is refused (see lxsweep/facts.py).
+    allow_mixed: bool = False
 
 
 @dataclass
 class TrackingConfig:
-    wandb: Literal["offline", "online", "disabled"] = "offline"
-    project: str = "lxsweep"
-    entity: Optional[str] = None
+    backend: str = "wandb"  # wandb | tensorboard | none, or a name given to lxsweep.tracking.register_tracker
+    mode: Literal["offline", "online"] = "offline"  # W&B only: offline writes files `wandb sync` uploads later
+    project: str = "lxsweep"  # W&B project
+    entity: Optional[str] = None  # W&B entity (team or user)
 
 
 @dataclass
 class Experiment:
-    name: str = "experiment"
-    storage: str = "runs"  # local path, NFS path or s3:// / gs:// URI; the store lives under it
-    seeds: list[int] = field(default_factory=lambda: [0])
+    name: str = selects("experiment")
+    storage: str = selects("runs")  # local path, NFS path or s3:// / gs:// URI; the store lives under it
+    seeds: list[int] = selects(default_factory=lambda: [0])
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     pruning: PruningConfig = field(default_factory=PruningConfig)
     rewind: RewindConfig = field(default_factory=RewindConfig)
-    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    resources: ResourcesConfig = selects(default_factory=ResourcesConfig)
+    tracking: TrackingConfig = selects(default_factory=TrackingConfig)
     # Modules imported wherever an experiment is built (driver and every Ray worker), before validation:
-    # they may register criteria, controls or trackers. Not hashed: the subnetworks they add select trials.
-    plugins: list[str] = field(default_factory=list)
+    # they may register criteria, controls or trackers. Not hashed: what they add is selected by other keys.
+    plugins: list[str] = selects(default_factory=list)
     source: str = field(default="<defaults>", metadata={"internal": True})  # the file it came from
+    # The hash a store recorded (experiment.yaml): a store keeps its name when the hash scheme changes.
+    recorded_hash: Optional[str] = field(default=None, metadata={"internal": True})
 
     # -- derived ---------------------------------------------------------
     def sparsity(self, level: int) -> float:
@@ -147,39 +168,57 @@ class Experiment:
         return len(p.sparsities) if p.sparsities is not None else p.levels
 
     def to_dict(self) -> dict:
+        """Every key as plain data (what experiment.yaml and the trackers record)."""
         d = dataclasses.asdict(self)
-        d.pop("source")
+        for f in dataclasses.fields(self):
+            if f.metadata.get("internal"):
+                d.pop(f.name)
         return d
 
     def result_dict(self) -> dict:
-        """The sections that change a trial's result (what the hash covers)."""
-        d = self.to_dict()
-        pruning = dict(d["pruning"])
-        for key in ("levels", "subnetworks"):
-            pruning.pop(key)
-        if self.pruning.sparsities is None:
-            pruning.pop("sparsities")
-        else:
-            pruning.pop("rate")
-        data = dict(d["data"])
-        data.pop("loader_workers")  # throughput only
+        """What the hash covers: the result-affecting values that differ from their defaults."""
+        d = _non_default(self, type(self)())
+        # Values that the rest of the experiment makes irrelevant to the result:
+        pruning, data, model = d.get("pruning", {}), d.get("data", {}), d.get("model", {})
+        if self.pruning.sparsities is not None:
+            pruning.pop("rate", None)  # explicit sparsities override the rate
         if self.data.source != "synthetic":
-            data.pop("synthetic")
-        training = dict(d["training"])
-        training.pop("eval_batch_size")
-        model = dict(d["model"])
+            data.pop("synthetic", None)
         if self.model.pretrained is not None or self.data.source != "synthetic":
-            model.pop("pretrain_epochs")
-        return {"model": model, "data": data, "training": training, "pruning": pruning, "rewind": d["rewind"]}
+            model.pop("pretrain_epochs", None)  # only the synthetic task pretrains its rewind point
+        return {k: v for k, v in d.items() if v != {}}
 
     @property
     def hash(self) -> str:
-        """Canonical hash (sha256 of sorted-key JSON) of :meth:`result_dict`, 10 hex digits."""
-        return canonical_hash(self.result_dict())
+        """Canonical hash (sha256 of sorted-key JSON) of :meth:`result_dict`, 10 hex digits.
+
+        A store read back from its experiment.yaml keeps the hash it recorded.
+        """
+        return self.recorded_hash or canonical_hash(self.result_dict())
 
     @property
     def store_name(self) -> str:
         return f"{self.name}-{self.hash}"
+
+    def record(self) -> dict:
+        """experiment.yaml's content: every key plus the hash (read back by :func:`from_record`)."""
+        return {**self.to_dict(), "hash": self.hash}
+
+
+def _non_default(value: Any, default: Any) -> dict:
+    """The hashed fields of a config dataclass whose values differ from ``default``'s, nested sections recursed."""
+    out: dict = {}
+    for f in dataclasses.fields(value):
+        if f.metadata.get("internal") or f.metadata.get("hashed", True) is False:
+            continue
+        mine, theirs = getattr(value, f.name), getattr(default, f.name)
+        if dataclasses.is_dataclass(mine):
+            sub = _non_default(mine, theirs)
+            if sub:
+                out[f.name] = sub
+        elif mine != theirs:
+            out[f.name] = mine
+    return out
 
 
 def canonical_hash(obj: Any, length: int = 10) -> str:
@@ -259,11 +298,33 @@ def import_plugins(modules: list[str], where: str = "<dict>") -> None:
                               "directory on PYTHONPATH") from None
 
 
+def from_record(raw: dict, where: str = "experiment.yaml") -> Experiment:
+    """The experiment a store recorded (see :meth:`Experiment.record`), keeping its recorded hash.
+
+    Stores written before a key was renamed still open: the old tracking key
+    is translated, since tracking never changes what a store holds.
+    """
+    raw = dict(raw)
+    recorded = raw.pop("hash", None)
+    tracking = raw.get("tracking")
+    if isinstance(tracking, dict) and "wandb" in tracking:
+        tracking = dict(tracking)
+        mode = tracking.pop("wandb")
+        tracking.update({"backend": "none"} if mode == "disabled" else {"backend": "wandb", "mode": mode})
+        raw["tracking"] = tracking
+    exp = from_dict(raw, where)
+    exp.source, exp.recorded_hash = where, recorded
+    return exp
+
+
 def _build(cls: type, raw: Any, where: str, prefix: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: {prefix.rstrip('.') or 'top level'}: expected a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    for name in raw:
+        if prefix + str(name) in RENAMED:
+            raise ConfigError(f"{where}: {RENAMED[prefix + str(name)]}")
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         key = prefix + str(unknown[0])
@@ -403,6 +464,11 @@ def _validate(exp: Experiment, where: str) -> None:
         fail("resources.max_failures", r.max_failures, "an integer >= 0")
     if r.fine_tune_hours is not None and r.fine_tune_hours <= 0:
         fail("resources.fine_tune_hours", r.fine_tune_hours, "a number > 0 or null")
+    from lxsweep.tracking.registry import tracker_names  # at call time: the registry needs no config
+
+    if exp.tracking.backend not in tracker_names():
+        raise ConfigError(f"{where}: tracking.backend: unknown backend {exp.tracking.backend!r}; expected one of "
+                          f"{', '.join(tracker_names())} (or a name registered with lxsweep.tracking.register_tracker)")
     if exp.model.pretrained is None and d.source == "vqa":
         raise ConfigError(f"{where}: model.pretrained: required when data.source is 'vqa' (a hub name or a local directory)")
     if d.source == "vqa" and not d.path:

@@ -38,9 +38,13 @@ class Tracking(TrialHook):
     def on_start(self, start: TrialStart) -> None:
         if start.rank != 0:
             return
-        from lxsweep.tracking import TrialTracker
+        from lxsweep.tracking import open_trial_tracker
+        from lxsweep.tracking.base import default_run_id
 
-        self.tracker = TrialTracker(self.exp, self.key, self.store, rerun=self.rerun)
+        run_id = None  # the sweep's run of this trial: a resumed attempt continues it
+        if self.rerun:
+            run_id = f"{default_run_id(self.exp, self.key.name)[:110]}-rerun-{time.strftime('%Y%m%d-%H%M%S')}"
+        self.tracker = open_trial_tracker(self.exp, self.key, self.store, run_id)
 
     def on_epoch(self, metrics: dict, state: Callable[[], dict]) -> None:
         if self.tracker is not None:

@@ -3,6 +3,7 @@
 Layout (``<storage>/<name>-<hash>/``), every relative path built by a function below::
 
     experiment.yaml                  the resolved experiment and its hash (launch and trial write it)
+    facts.json                       what the first trial resolved to (device, precision); no mixing
     trials/<trial>/metrics.json      final metrics with the per-epoch history: the durable "done" marker
     trials/<trial>/sparsity.json     per-tensor sparsity of the mask it trained with
     trials/<trial>/attempts/<t>.json one file per start (time, host, resumed or not)
@@ -13,7 +14,7 @@ Layout (``<storage>/<name>-<hash>/``), every relative path built by a function b
     rewind/dense-s<seed>-step<n>.safetensors   rewind-point weights (rewind.to: step)
     pretrained-<hash>/               the synthetic task's pretrained rewind point
     ray/                             Ray Tune/Train state and checkpoints
-    wandb/                           W&B offline run files (local and NFS stores)
+    wandb/, tensorboard/             tracker files (local and NFS stores; tracking.backend)
     report/                          results.csv, results.md, accuracy_vs_sparsity.png
 
 Every write is atomic (temp file + rename locally; object stores put whole
@@ -32,7 +33,7 @@ from typing import Any, Callable
 
 import yaml
 
-from lxsweep.config import Experiment, from_dict
+from lxsweep.config import Experiment, from_record
 
 
 def is_uri(path: str) -> bool:
@@ -172,10 +173,15 @@ class Store:
 # -- the layout: every relative path in the store ----------------------------
 
 EXPERIMENT_FILE = "experiment.yaml"
+FACTS_FILE = "facts.json"  # what the first trial resolved to (lxsweep/facts.py)
 TRIALS_DIR = "trials"
 RAY_DIR = "ray"
-WANDB_DIR = "wandb"
 REPORT_DIR = "report"
+
+
+def tracker_dir(backend: str) -> str:
+    """A tracking backend's files: ``wandb/``, ``tensorboard/``, or a plugin backend's name."""
+    return backend
 
 
 def trial_dir(name: str) -> str:
@@ -234,14 +240,9 @@ def finished_trials(store: Store) -> set[str]:
 def write_experiment(store: Store, exp: Experiment, overwrite: bool = True) -> None:
     """Record the resolved experiment (``status`` and ``report`` read it); ``overwrite=False`` keeps one there."""
     if overwrite or not store.exists(EXPERIMENT_FILE):
-        text = yaml.safe_dump({**exp.to_dict(), "hash": exp.hash}, sort_keys=False)
-        store.write_bytes(EXPERIMENT_FILE, text.encode())
+        store.write_bytes(EXPERIMENT_FILE, yaml.safe_dump(exp.record(), sort_keys=False).encode())
 
 
 def read_experiment(store: Store) -> Experiment:
-    """The experiment recorded in the store (its plugins are imported, as for any experiment)."""
-    raw = yaml.safe_load(store.read_bytes(EXPERIMENT_FILE))
-    raw.pop("hash", None)
-    exp = from_dict(raw, store.path(EXPERIMENT_FILE))
-    exp.source = store.path(EXPERIMENT_FILE)
-    return exp
+    """The experiment recorded in the store, with its recorded hash (its plugins imported, as for any experiment)."""
+    return from_record(yaml.safe_load(store.read_bytes(EXPERIMENT_FILE)), store.path(EXPERIMENT_FILE))

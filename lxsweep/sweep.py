@@ -204,9 +204,9 @@ class StatusCallback(Callback):
         self.slots = 1
 
     def setup(self, **info):
-        from lxsweep.tracking import SweepTracker
+        from lxsweep.tracking import open_sweep_tracker
 
-        self.tracker = SweepTracker(self.plan.exp, self.store)
+        self.tracker = open_sweep_tracker(self.plan.exp, self.store)
 
     def _show(self, force: bool = False) -> None:
         if not force and time.time() - self.last < self.every:

@@ -31,6 +31,7 @@ from lxsweep import pruning, subnetworks
 from lxsweep.config import Experiment, canonical_hash
 from lxsweep.data import VQADataset, VQASplit
 from lxsweep.data.loader import make_loader, tokenize
+from lxsweep.facts import check_compatible, resolved_facts
 from lxsweep.metric import score
 from lxsweep.plan import TrialKey, child_masks, mask_source, parent, validate_key
 from lxsweep.store import (Store, attempt_path, failed_path, mask_path, metrics_path, pretrained_dir, rewind_path,
@@ -512,6 +513,8 @@ def run_trial(
     validate_key(exp, key)
     store = store or Store.for_experiment(exp)
     rt = runtime(exp)
+    facts = resolved_facts(rt)  # what `precision: auto` etc. became here; never mix them in one store
+    check_compatible(store, facts, exp.resources.allow_mixed, record=rt.is_main, trial=key.name, warn=log)
     started = time.time()
     if rt.is_main:
         store.write_json(attempt_path(key.name, started, uuid.uuid4().hex[:6]), {
@@ -576,6 +579,7 @@ def _final_metrics(exp: Experiment, key: TrialKey, store: Store, fit: "_Fit", ma
         "started_at": started, "finished_at": time.time(), "duration_s": round(time.time() - started, 3),
         "experiment": exp.name, "hash": exp.hash, "world_size": rt.world, "replica_digests": digests, "device": str(rt.device),
         "host": socket.gethostname(), "python": platform.python_version(), "torch": torch.__version__,
+        "facts": facts,
     }
 
 

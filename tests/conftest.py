@@ -19,7 +19,7 @@ TINY = [
     "data.synthetic.pretrain_questions=600",
     "model.pretrain_epochs=1",
     "training.epochs=2",
-    "tracking.wandb=disabled",
+    "tracking.backend=none",
 ]
 
 

@@ -1,13 +1,16 @@
 """Experiment files: defaults, overrides, the hash, and one clear error line per mistake."""
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from lxsweep.config import ConfigError, from_dict, load_experiment
+from lxsweep.config import ConfigError, from_dict, from_record, load_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,19 +50,92 @@ def test_sparsity_schedule():
     assert explicit.num_levels == 3 and explicit.sparsity(2) == 0.5
 
 
-def test_hash_is_pinned_and_covers_results_only():
+# Regression pins (open_lth style): changing one of these orphans every existing store with that setting.
+PINNED = [
+    ({}, "44136fa355"),
+    ({"training": {"lr": 1e-4}}, "f5c5eb8a44"),
+    ({"pruning": {"rate": 0.2}}, "89c4d8a216"),
+    ({"rewind": {"to": "step", "step": 5}}, "e2db26a7ab"),
+    ({"pruning": {"scope": ["language"]}}, "23dc1a4d30"),
+    ({"model": {"config": {"hidden_size": 32}}}, "9c26f166d1"),
+    ({"pruning": {"schedule": "oneshot"}}, "7d2ba079bc"),
+    ({"data": {"max_tokens": 12}, "training": {"precision": "bf16", "epochs": 3}}, "2d4efe3461"),
+    ({"pruning": {"sparsities": [0.3, 0.5, 0.7], "rate": 0.2}}, "de321fd297"),  # explicit sparsities: rate unused
+    ({"model": {"pretrained": "unc-nlp/lxmert-base-uncased"},  # real data: the synthetic task's knobs are unused
+      "data": {"source": "vqa", "path": "/data/vqa", "synthetic": {"seed": 7}}}, "f1dc0c70a2"),
+]
+
+
+@pytest.mark.parametrize("raw,expected", PINNED, ids=[str(r) for r, _ in PINNED])
+def test_hash_is_pinned(raw, expected):
+    assert from_dict(raw).hash == expected
+
+
+def test_hash_covers_results_only():
     base = from_dict({})
-    # Regression pin (open_lth style): changing this means every existing store is orphaned.
-    assert base.hash == from_dict({}).hash
-    assert base.hash == "c44018ff6a"
     same = from_dict({"seeds": [0, 1, 2], "pruning": {"levels": 3, "subnetworks": ["low"]},
-                      "tracking": {"wandb": "disabled"}, "resources": {"gpus_per_worker": 1.0},
-                      "storage": "s3://b/x", "name": "other"})
-    assert same.hash == base.hash  # grid selection, tracking, resources, storage and name don't change results
-    for change in ({"training": {"lr": 1e-4}}, {"pruning": {"rate": 0.2}}, {"rewind": {"to": "step", "step": 5}},
-                   {"pruning": {"scope": ["language"]}}, {"data": {"max_tokens": 12}},
-                   {"model": {"config": {"hidden_size": 32}}}, {"pruning": {"schedule": "oneshot"}}):
-        assert from_dict(change).hash != base.hash, change
+                      "tracking": {"backend": "none"}, "resources": {"gpus_per_worker": 1.0, "allow_mixed": True},
+                      "storage": "s3://b/x", "name": "other", "data": {"loader_workers": 4},
+                      "training": {"eval_batch_size": 64, "lr": 5e-5}})  # lr written out at its default
+    assert same.hash == base.hash  # grid selection, tracking, resources, storage, name, throughput, defaults
+    hashes = {from_dict(raw).hash for raw, _ in PINNED}
+    assert len(hashes) == len(PINNED)
+
+
+def test_adding_a_defaulted_option_keeps_every_hash():
+    """A software update that adds options (here a new training knob and a new section) orphans no store."""
+    from lxsweep.config import Experiment, TrainingConfig, _build
+
+    @dataclasses.dataclass
+    class Distillation:
+        teacher: str | None = None
+        temperature: float = 2.0
+
+    NewTraining = dataclasses.make_dataclass(
+        "TrainingConfig", [("label_smoothing", float, dataclasses.field(default=0.0))], bases=(TrainingConfig,))
+    NewExperiment = dataclasses.make_dataclass("Experiment", [
+        ("training", NewTraining, dataclasses.field(default_factory=NewTraining)),
+        ("distillation", Distillation, dataclasses.field(default_factory=Distillation)),
+    ], bases=(Experiment,))
+    for raw, expected in PINNED:
+        upgraded = _build(NewExperiment, raw, "<test>", "")
+        assert upgraded.training.label_smoothing == 0.0 and upgraded.hash == expected, raw
+    # ...while setting the new option does change the hash.
+    assert _build(NewExperiment, {"training": {"label_smoothing": 0.1}}, "<test>", "").hash != PINNED[0][1]
+    assert _build(NewExperiment, {"distillation": {"temperature": 4.0}}, "<test>", "").hash != PINNED[0][1]
+
+
+def test_old_tracking_key_says_what_to_write(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("tracking:\n  wandb: offline\n")
+    proc = subprocess.run([sys.executable, "-m", "lxsweep.cli", "plan", str(path)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "tracking.wandb was replaced by tracking.backend" in lines[0]
+    assert "backend: none" in lines[0] and str(path) in lines[0]
+    with pytest.raises(ConfigError, match="unknown backend 'mlflow'"):
+        from_dict({"tracking": {"backend": "mlflow"}})
+
+
+def test_status_and_report_on_an_old_store_use_its_recorded_hash(tmp_path):
+    """A store written before the hash scheme (and the tracking key) changed still opens under its own name."""
+    store = tmp_path / "demo-0123456789"
+    shutil.copytree(ROOT / "docs" / "results" / "demo" / "store", store, ignore=shutil.ignore_patterns("report"))
+    raw = from_dict({"name": "demo", "seeds": [0, 1, 2]}).to_dict()
+    raw["tracking"] = {"wandb": "offline", "project": "lxsweep", "entity": None}  # the old key
+    (store / "experiment.yaml").write_text(yaml.safe_dump({**raw, "hash": "0123456789"}, sort_keys=False))
+    status = subprocess.run([sys.executable, "-m", "lxsweep.cli", "status", str(store)], capture_output=True,
+                            text=True, timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.startswith("demo (0123456789): ")
+    report = subprocess.run([sys.executable, "-m", "lxsweep.cli", "report", str(store)], capture_output=True,
+                            text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    assert (store / "report" / "results.csv").is_file()
+    exp = from_record(yaml.safe_load((store / "experiment.yaml").read_text()))
+    assert exp.hash == "0123456789" and exp.tracking.backend == "wandb" and exp.tracking.mode == "offline"
+    assert exp.record()["hash"] == "0123456789"
 
 
 BAD = [

@@ -1,7 +1,8 @@
-"""A criterion registered from a module outside the package: trial, status, report and a real Ray sweep.
+"""A criterion and a tracker registered from modules outside the package: trial, status, report, a real Ray sweep.
 
-``tests/toy_criterion.py`` registers the ``toy`` criterion; the experiment names
-it under ``plugins``, nothing under ``lxsweep/`` knows it.
+``tests/toy_criterion.py`` registers the ``toy`` criterion and
+``tests/toy_tracker.py`` the ``toy`` tracker; the experiment names both under
+``plugins``, nothing under ``lxsweep/`` knows them.
 """
 from __future__ import annotations
 
@@ -37,9 +38,15 @@ def cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 
 
 def _sets(tmp_path: Path, subnets: str, levels: int, *extra: str) -> list[str]:
-    """The smoke experiment, tiny, with the toy plugin: ``--set`` arguments."""
-    return [*TINY, f"storage={tmp_path / 'runs'}", "plugins=[toy_criterion]", f"pruning.subnetworks={subnets}",
-            f"pruning.levels={levels}", *extra]
+    """The smoke experiment, tiny, with the toy plugins (criterion and tracker): ``--set`` arguments."""
+    return [*TINY, f"storage={tmp_path / 'runs'}", "plugins=[toy_criterion, toy_tracker]", "tracking.backend=toy",
+            f"pruning.subnetworks={subnets}", f"pruning.levels={levels}", *extra]
+
+
+def _tracked(store: Store, exp_name: str, trial: str) -> list[str]:
+    """The toy tracker's events for one trial's run."""
+    lines = Path(store.path(f"toy/{exp_name}-{trial}.jsonl")).read_text().splitlines()
+    return [json.loads(x)["event"] for x in lines]
 
 
 def _args(sets: list[str]) -> list[str]:
@@ -76,7 +83,10 @@ def test_toy_criterion_trial_then_status_and_report_on_experiment_and_store(tmp_
     assert "result toy-L2-s0: accuracy" in proc.stdout
     assert "toy-L2-s0: 100%" in proc.stderr  # the progress bar
 
-    store = Store.for_experiment(load_experiment(SMOKE, sets))
+    exp = load_experiment(SMOKE, sets)
+    store = Store.for_experiment(exp)
+    for trial in ("dense-L0-s0", "toy-L1-s0", "toy-L2-s0"):  # local trials use the experiment's tracker
+        assert _tracked(store, exp.store_name, trial) == ["epoch"] * exp.training.epochs + ["final", "close"]
     meta = pruning.read_mask_metadata(store.path(mask_path("toy-L2-s0")))
     assert json.loads(meta["kind"]) == "toy" and json.loads(meta["from"]) == "toy-L1-s0"
     m1, m2 = (pruning.load_mask(store.path(mask_path(f"toy-L{k}-s0"))) for k in (1, 2))
@@ -101,9 +111,12 @@ def test_toy_criterion_in_a_real_ray_sweep(tmp_path):
     sets = _sets(tmp_path, "[toy, random]", 1)
     proc = cli("launch", str(SMOKE), "--quiet", *_args(sets))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    store = Store.for_experiment(load_experiment(SMOKE, sets))
+    exp = load_experiment(SMOKE, sets)
+    store = Store.for_experiment(exp)
     for name in ("dense-L0-s0", "toy-L1-s0", "random-L1-s0"):
         assert store.exists(f"trials/{name}/metrics.json"), name
     meta = pruning.read_mask_metadata(store.path(mask_path("toy-L1-s0")))
     assert json.loads(meta["kind"]) == "toy"  # made in the Ray worker of dense-L0-s0, which imported the plugin
+    assert _tracked(store, exp.store_name, "toy-L1-s0") == ["epoch"] * exp.training.epochs + ["final", "close"]
+    assert json.loads(Path(store.path("toy/summary.json")).read_text()) == ["dense-L0-s0", "random-L1-s0", "toy-L1-s0"]
     _report_shows_toy(store, tmp_path)

@@ -25,7 +25,7 @@ from lxsweep.store import Store, mask_path
 pytestmark = pytest.mark.slow
 SMOKE = ROOT / "experiments" / "smoke.yaml"
 FAKE_KEY = "fake0123456789abcdef0123456789abcdef0123"
-BASE = [*TINY, "pruning.levels=2", "tracking.wandb=offline", "resources.max_concurrent_trials=2"]
+BASE = [*TINY, "pruning.levels=2", "tracking.backend=wandb", "resources.max_concurrent_trials=2"]
 
 
 def _env(**extra: str) -> dict:
@@ -221,9 +221,9 @@ def test_failed_trial_skips_descendants_and_exits_nonzero(tmp_path):
 
 def test_sigkill_then_resume_runs_no_trial_twice(tmp_path):
     args = [sys.executable, "-m", "lxsweep.cli", "launch", str(SMOKE), "--quiet"]
-    for s in (*BASE, f"storage={tmp_path}", "tracking.wandb=disabled"):
+    for s in (*BASE, f"storage={tmp_path}", "tracking.backend=none"):
         args += ["--set", s]
-    store = Store.for_experiment(experiment(tmp_path, "tracking.wandb=disabled"))
+    store = Store.for_experiment(experiment(tmp_path, "tracking.backend=none"))
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), start_new_session=True)
     deadline = time.time() + 400
     while time.time() < deadline and sum(store.exists(f"trials/{n}/metrics.json") for n in store.listdir("trials")) < 2:
@@ -245,7 +245,7 @@ def test_sigkill_then_resume_runs_no_trial_twice(tmp_path):
 
 def test_two_workers_ddp_match_one_worker(sweep, tmp_path):
     exp, store, _ = sweep
-    sets = ("resources.workers_per_trial=2", "pruning.subnetworks=[random]", "pruning.levels=1", "tracking.wandb=disabled")
+    sets = ("resources.workers_per_trial=2", "pruning.subnetworks=[random]", "pruning.levels=1", "tracking.backend=none")
     proc = launch(tmp_path, *sets)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     ddp = Store.for_experiment(experiment(tmp_path, *sets))
@@ -267,7 +267,7 @@ def test_multi_node_cluster_shares_the_store(tmp_path):
         for _ in range(2):
             cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
-        sets = ("pruning.subnetworks=[random]", "tracking.wandb=disabled")
+        sets = ("pruning.subnetworks=[random]", "tracking.backend=none")
         args = [sys.executable, "-m", "lxsweep.cli", "launch", str(SMOKE), "--quiet", "--address", cluster.address]
         for s in (*BASE, f"storage={tmp_path}", *sets):
             args += ["--set", s]

@@ -178,7 +178,7 @@ def test_real_formats_prepare_vqa_and_saved_model(tmp_path):
     exp_file.write_text(
         f"name: vqa-test\nstorage: {tmp_path / 'runs'}\nmodel:\n  pretrained: {model_dir}\n"
         f"data:\n  source: vqa\n  path: {tmp_path / 'vqa'}\n  valid_split: minival\n"
-        "training:\n  epochs: 1\n  batch_size: 4\npruning:\n  levels: 1\ntracking:\n  wandb: disabled\n")
+        "training:\n  epochs: 1\n  batch_size: 4\npruning:\n  levels: 1\ntracking:\n  backend: none\n")
     exp = load_experiment(exp_file)
     store = Store.for_experiment(exp)
     dense = run_trial(exp, K("dense-L0-s0"), store, log=lambda s: None)
