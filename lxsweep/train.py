@@ -543,7 +543,7 @@ def run_trial(
         if not rt.is_main:
             ok = True
             return history[-1]
-        metrics = _final_metrics(exp, key, store, fit, mask, history, started, digests)
+        metrics = {**_final_metrics(exp, key, store, fit, mask, history, started, digests), "facts": facts}
         for hook in hooks:
             hook.on_metrics(metrics)
         store.delete(failed_path(key.name))
@@ -579,7 +579,6 @@ def _final_metrics(exp: Experiment, key: TrialKey, store: Store, fit: "_Fit", ma
         "started_at": started, "finished_at": time.time(), "duration_s": round(time.time() - started, 3),
         "experiment": exp.name, "hash": exp.hash, "world_size": rt.world, "replica_digests": digests, "device": str(rt.device),
         "host": socket.gethostname(), "python": platform.python_version(), "torch": torch.__version__,
-        "facts": facts,
     }
 
 
