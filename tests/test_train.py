@@ -97,7 +97,7 @@ def test_reinit_uses_the_ticket_mask_with_fresh_weights(smoke_file, tiny_overrid
 def test_scratch_trains_the_dense_model_from_fresh_weights(smoke_file, tiny_overrides):
     exp = load_experiment(smoke_file, [*tiny_overrides, "pruning.subnetworks=[scratch]", "rewind.to=step", "rewind.step=3"])
     store = Store.for_experiment(exp)
-    n = len(synthetic_dataset(exp.data.synthetic).answers)
+    n = load_dataset(exp, store).num_answers
     dense, _, _ = initial_model(exp, K("dense-L0-s0"), store, n, log=lambda s: None)
     scratch, _, mask = initial_model(exp, K("scratch-L0-s0"), store, n, log=lambda s: None)
     assert mask is None
