@@ -1,9 +1,9 @@
 """Cost of keeping pruned weights at zero: masked training step vs dense step.
 
-One training step exactly as ``lxsweep.train._Fit.train_epoch`` does it
-(forward under the runtime's autocast, LXMERT's BCE loss, backward, grad clip
-5.0, AdamW with weight decay 0.01 on matrices, ``zero_grad(set_to_none=True)``)
-on a fixed batch; the data loader and the LR scheduler are left out. Variants,
+The trainer's own step, ``lxsweep.train.train_step`` (forward under the
+runtime's autocast, LXMERT's BCE loss, backward, grad clip 5.0, AdamW with
+weight decay 0.01 on matrices from ``lxsweep.train.adamw``) on a fixed batch;
+the data loader and the LR scheduler are left out. Variants,
 on the same weights and the same 50% low-magnitude mask:
 
 - ``dense``:   no masking at all (the baseline);
@@ -40,7 +40,7 @@ from _common import interleaved, median_ratio, print_machine, table  # noqa: E40
 from lxsweep import model as lxmodel  # noqa: E402
 from lxsweep import pruning  # noqa: E402
 from lxsweep.config import from_dict  # noqa: E402
-from lxsweep.train import Runtime, runtime, soft_target_matrix  # noqa: E402
+from lxsweep.train import Runtime, adamw, forward, runtime, train_step, vqa_loss  # noqa: E402
 
 GRAD_CLIP = 5.0  # lxsweep's default training.grad_clip
 WEIGHT_DECAY = 0.01
@@ -77,10 +77,8 @@ MODELS = {
 
 
 def make_batch(shape: Shape, batch: int, device: torch.device, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A fixed random batch in the trainer's layout, with dense soft targets."""
+    """A fixed random batch in the loader's layout (10 answer labels with soft scores per question)."""
     g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, shape.answers, (batch, 10), generator=g)
-    scores = torch.rand(batch, 10, generator=g)
     x1y1 = torch.rand(batch, shape.boxes, 2, generator=g) * 0.5
     out = {
         "input_ids": torch.randint(1, shape.vocab, (batch, shape.tokens), generator=g),
@@ -88,41 +86,14 @@ def make_batch(shape: Shape, batch: int, device: torch.device, seed: int = 0) ->
         "token_type_ids": torch.zeros(batch, shape.tokens, dtype=torch.int64),
         "features": torch.randn(batch, shape.boxes, shape.feat_dim, generator=g).abs(),
         "boxes": torch.cat([x1y1, x1y1 + torch.rand(batch, shape.boxes, 2, generator=g) * 0.5], dim=2),
-        "target": soft_target_matrix(labels, scores, shape.answers),
+        "target_labels": torch.randint(0, shape.answers, (batch, 10), generator=g),
+        "target_scores": torch.rand(batch, 10, generator=g),
     }
     return {k: v.to(device) for k, v in out.items()}
 
 
 def make_optimizer(model: torch.nn.Module, rt: Runtime) -> torch.optim.AdamW:
-    """AdamW with the trainer's parameter groups (no decay on vectors and LayerNorm)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=1e-5, fused=rt.fused_adamw or None)
-
-
-def forward_loss(model, batch, rt: Runtime) -> torch.Tensor:
-    """LXMERT's VQA loss (mean BCE times the number of answers) under the runtime's autocast."""
-    with torch.autocast(rt.device.type, dtype=rt.autocast_dtype, enabled=rt.autocast_dtype is not None):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       token_type_ids=batch["token_type_ids"], visual_feats=batch["features"],
-                       visual_pos=batch["boxes"]).question_answering_score.float()
-    return torch.nn.functional.binary_cross_entropy_with_logits(logits, batch["target"]) * logits.shape[1]
-
-
-def train_step(model, optimizer, batch, rt: Runtime, before_clip=None, after_step=None) -> torch.Tensor:
-    """One step in ``_Fit.train_epoch``'s order; the hooks are where masking goes."""
-    loss = forward_loss(model, batch, rt)
-    loss.backward()
-    if before_clip:
-        before_clip()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    if after_step:
-        after_step()
-    return loss.detach()
+    return adamw(model, lr=1e-5, weight_decay=WEIGHT_DECAY, rt=rt)
 
 
 class NaiveMasks:
@@ -170,7 +141,7 @@ def flops_per_sample(model: torch.nn.Module, batch: dict, rt: Runtime) -> tuple[
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Linear)]
     try:
         with torch.no_grad():
-            forward_loss(model, batch, rt)
+            forward(model, batch, rt)
     finally:
         for h in handles:
             h.remove()
@@ -191,10 +162,10 @@ def bench_model(name: str, shape: Shape, rt: Runtime, batch_size: int, steps: in
     """Build the chosen variants of one model, time them interleaved, return table rows."""
     device = rt.device
 
-    def run(*step_args, **hooks):
+    def run(model, optimizer, masks=None):
         def go():
             for _ in range(steps):
-                train_step(*step_args, **hooks)
+                train_step(model, batch, optimizer, rt, masks=masks, grad_clip=GRAD_CLIP)
         return go
 
     model = lxmodel.build_tiny(shape.config, shape.answers, shape.vocab, shape.feat_dim, seed=0).to(device)
@@ -206,16 +177,16 @@ def bench_model(name: str, shape: Shape, rt: Runtime, batch_size: int, steps: in
     if "prune" in args.variants:  # a second model: at LXMERT-base that is ~3.5 GB more with its optimizer
         reparam_model = copy.deepcopy(model)
         reparametrise(reparam_model, mask)
-        variants["prune"] = run(reparam_model, make_optimizer(reparam_model, rt), batch, rt)
+        variants["prune"] = run(reparam_model, make_optimizer(reparam_model, rt))
     enforcer = pruning.MaskEnforcer(model, mask)  # zeroes the pruned weights of `model`
     naive = NaiveMasks(model, mask)
     optimizer = make_optimizer(model, rt)
     del weights, params
 
     variants.update({
-        "dense": run(model, optimizer, batch, rt),
-        "lxsweep": run(model, optimizer, batch, rt, before_clip=enforcer.zero_grads, after_step=enforcer.apply),
-        "naive": run(model, optimizer, batch, rt, before_clip=naive.zero_grads, after_step=naive.apply),
+        "dense": run(model, optimizer),
+        "lxsweep": run(model, optimizer, enforcer),
+        "naive": run(model, optimizer, naive),
     })
     variants = {k: variants[k] for k in ("dense", "lxsweep", "naive", "prune") if k in args.variants}
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -223,7 +194,7 @@ def bench_model(name: str, shape: Shape, rt: Runtime, batch_size: int, steps: in
     times = interleaved(variants, reps=reps, sync=sync)
 
     # The enforcement calls alone (gradients present, as after backward): a low-noise view of the overhead.
-    forward_loss(model, batch, rt).backward()
+    vqa_loss(forward(model, batch, rt), batch).backward()
     mask_ops = interleaved({"lxsweep": lambda: (enforcer.zero_grads(), enforcer.apply()),
                             "naive": lambda: (naive.zero_grads(), naive.apply())}, reps=max(10, 4 * reps), sync=sync)
     optimizer.zero_grad(set_to_none=True)

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lxsweep.config import load_experiment  # noqa: E402
-from lxsweep.store import Store  # noqa: E402
+from lxsweep.store import Store, driver_path, finished_trials, metrics_path  # noqa: E402
 
 TINY = ["data.synthetic.train_questions=600", "data.synthetic.valid_questions=300",
         "data.synthetic.pretrain_questions=600", "model.pretraining.steps=20", "training.epochs=1",
@@ -46,9 +46,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         wall, store = run([*TINY, f"pruning.levels={args.levels}", f"storage={tmp}"])
         rows = []
-        for name in store.listdir("trials"):
-            m = store.read_json(f"trials/{name}/metrics.json")
-            d = store.read_json(f"trials/{name}/driver.json")
+        for name in sorted(finished_trials(store)):
+            m = store.read_json(metrics_path(name))
+            d = store.read_json(driver_path(name))
             rows.append((d["started_at"], name, m["first_step_at"] - d["started_at"], d["finished_at"] - m["last_step_at"],
                          m["last_step_at"] - m["first_step_at"], d["finished_at"]))
         rows.sort()

@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 from typing import Optional
 
-from lxsweep.config import SUBNETWORKS, ConfigError, Experiment, load_experiment
+from lxsweep.config import ConfigError, Experiment, load_experiment
 
 
 class UserError(Exception):
@@ -35,28 +35,29 @@ def _parser(sub, name: str, help_: str, example: str) -> argparse.ArgumentParser
 
 def cmd_trial(args: argparse.Namespace) -> int:
     from lxsweep.baselines import experiment_baselines
-    from lxsweep.plan import TrialKey, dense_key, parent, validate_key
-    from lxsweep.store import Store, metrics_path
+    from lxsweep.hooks import ProgressBar, Tracking, log_line
+    from lxsweep.plan import Plan, TrialKey, dense_key, trial_key, validate_key
+    from lxsweep.store import Store, finished_trials, metrics_path, write_experiment
     from lxsweep.train import run_trial
 
     exp = _load(args)
-    key = TrialKey(0, "dense", args.seed) if args.level == 0 else TrialKey(args.level, args.subnetwork, args.seed)
     try:
+        key = trial_key(exp, args.level, args.subnetwork, args.seed)
         validate_key(exp, key)
     except ValueError as exc:
         raise UserError(f"{exp.source}: {exc}") from None
     store = Store.for_experiment(exp)
-    missing, p = [], parent(exp, key)
-    while p is not None and not store.exists(metrics_path(p.name)):
-        missing.append(p)
-        p = parent(exp, p)
+    write_experiment(store, exp, overwrite=False)  # `status` and `report` read it, as after a launch
+    finished = finished_trials(store)
+    missing = Plan(exp).missing_ancestors(key, {TrialKey.parse(n) for n in finished})
     if missing:
         print(f"store {store.root} lacks the chain prefix of {key.name}; running it first: "
-              + ", ".join(k.name for k in reversed(missing)))
-    for k in reversed(missing):
-        _print_result(run_trial(exp, k, store, log=_log))
-    metrics = run_trial(exp, key, store, log=_log)
-    _print_result(metrics)
+              + ", ".join(k.name for k in missing))
+    for k in [*missing, key]:
+        # The same tracker as a sweep; a re-run of a finished trial gets a run of its own.
+        hooks = [Tracking(exp, k, store, rerun=k.name in finished), ProgressBar()]
+        metrics = run_trial(exp, k, store, hooks=hooks, log=log_line)
+        _print_result(metrics)
     dense = dense_key(key.seed)
     if store.exists(metrics_path(dense.name)):
         dense_acc = store.read_json(metrics_path(dense.name))["accuracy"]
@@ -65,10 +66,6 @@ def cmd_trial(args: argparse.Namespace) -> int:
               f"blind {base['blind']['accuracy']:.4f}; {dense.name}: {dense_acc:.4f}")
     print(f"metrics: {store.path(metrics_path(key.name))}")
     return 0
-
-
-def _log(line: str) -> None:
-    print(line, flush=True)
 
 
 def _print_result(m: dict) -> None:
@@ -136,12 +133,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _store_from_arg(target: str, overrides: list[str]):
-    from lxsweep.store import Store
+    from lxsweep.store import EXPERIMENT_FILE, Store
 
     if target.endswith((".yaml", ".yml")):
         return Store.for_experiment(load_experiment(target, overrides))
     store = Store(target)
-    if not store.exists("experiment.yaml"):
+    if not store.exists(EXPERIMENT_FILE):
         raise UserError(f"{target}: not a store (no experiment.yaml); pass a store directory or an experiment file")
     return store
 
@@ -284,7 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
                 "lxsweep trial experiments/smoke.yaml --level 2 --subnetwork low --seed 0")
     _experiment_args(p)
     p.add_argument("--level", type=int, required=True, help="pruning level (0 = the dense model)")
-    p.add_argument("--subnetwork", choices=SUBNETWORKS, default="low", help="which subnetwork (ignored at level 0)")
+    from lxsweep import subnetworks
+
+    p.add_argument("--subnetwork", default=None,
+                   help=f"one of {', '.join(subnetworks.names())} or one a plugin registers "
+                        f"(default: {subnetworks.TICKET} above level 0; level 0 alone is the dense model)")
     p.add_argument("--seed", type=int, required=True, help="one of the experiment's seeds")
     p.set_defaults(func=cmd_trial)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import types
 import typing
@@ -26,8 +27,8 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-SUBNETWORKS = ("low", "high", "random", "reinit")
-DENSE = "dense"
+from lxsweep import subnetworks
+
 SCOPE_GROUPS = ("language", "vision", "cross", "pooler")
 
 
@@ -115,7 +116,7 @@ class PruningConfig:
     rate: float = 0.1  # fraction of the remaining weights removed per level
     levels: int = selects(10)
     sparsities: Optional[list[float]] = None  # explicit level sparsities; overrides rate
-    subnetworks: list[str] = selects(default_factory=lambda: ["low", "high", "random"])
+    subnetworks: list[str] = selects(default_factory=lambda: list(subnetworks.DEFAULT))  # lxsweep/subnetworks.py
     scope: list[str] = field(default_factory=lambda: list(SCOPE_GROUPS))
     layerwise: bool = False
     schedule: Literal["iterative", "oneshot"] = "iterative"
@@ -160,6 +161,9 @@ class Experiment:
     rewind: RewindConfig = field(default_factory=RewindConfig)
     resources: ResourcesConfig = selects(default_factory=ResourcesConfig)
     tracking: TrackingConfig = selects(default_factory=TrackingConfig)
+    # Modules imported wherever an experiment is built (driver and every Ray worker), before validation:
+    # they may register criteria, controls or trackers. Not hashed: what they add is selected by other keys.
+    plugins: list[str] = selects(default_factory=list)
     source: str = field(default="<defaults>", metadata={"internal": True})  # the file it came from
     # The hash a store recorded (experiment.yaml): a store keeps its name when the hash scheme changes.
     recorded_hash: Optional[str] = field(default=None, metadata={"internal": True})
@@ -294,8 +298,19 @@ def apply_override(raw: dict, item: str, where: str = "--set") -> None:
 def from_dict(raw: dict, where: str = "<dict>") -> Experiment:
     """Build and validate an :class:`Experiment` from a plain mapping."""
     exp = _build(Experiment, raw, where, "")
+    import_plugins(exp.plugins, where)
     _validate(exp, where)
     return exp
+
+
+def import_plugins(modules: list[str], where: str = "<dict>") -> None:
+    """Import each plugin module (once per process; Python caches modules) so its registrations run."""
+    for i, name in enumerate(modules):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(f"{where}: plugins[{i}]: cannot import {name!r} ({exc}) — install it or put its "
+                              "directory on PYTHONPATH") from None
 
 
 def from_record(raw: dict, where: str = "experiment.yaml") -> Experiment:
@@ -403,10 +418,10 @@ def _validate(exp: Experiment, where: str) -> None:
         if any(b <= a for a, b in zip(p.sparsities, p.sparsities[1:])):
             fail("pruning.sparsities", p.sparsities, "strictly increasing sparsities")
     for i, s in enumerate(p.subnetworks):
-        if s not in SUBNETWORKS:
-            raise ConfigError(
-                f"{where}: pruning.subnetworks[{i}]: unknown subnetwork {s!r}; expected one of {', '.join(SUBNETWORKS)}"
-            )
+        try:
+            subnetworks.get(s)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: pruning.subnetworks[{i}]: {exc}") from None
     if len(set(p.subnetworks)) != len(p.subnetworks):
         fail("pruning.subnetworks", p.subnetworks, "each subnetwork once")
     if not p.scope:

@@ -19,9 +19,8 @@ from typing import Any, Callable, Optional
 import torch
 
 from lxsweep.config import ConfigError
-from lxsweep.store import Store
+from lxsweep.store import FACTS_FILE, Store
 
-FACTS_FILE = "facts.json"
 # The facts that change a result: trials that differ in one of these must not share a store.
 MUST_MATCH = ("precision", "device_type")
 PACKAGES = ("torch", "transformers", "ray", "lxsweep")

@@ -1,13 +1,14 @@
 """The grid of trials as a DAG: which trial needs which, in what order to run them.
 
 A trial is keyed ``(level, subnetwork, seed)``; level 0 is the dense model.
-``low``/``high`` form chains (level k's mask comes from level k-1's trained
-weights, or from the dense weights with ``schedule: oneshot``), ``reinit``
-hangs off the low chain (the ticket's mask, fresh weights), ``random`` needs
-nothing unless every trial rewinds to a step of the dense fine-tune.
+What a subnetwork needs comes from its registry entry (lxsweep/subnetworks.py):
+an iterative criterion's level k takes its mask from level k-1 of its chain
+(or from the dense weights with ``schedule: oneshot``); a generated criterion
+needs nothing unless every trial rewinds to a step of the dense fine-tune; a
+control hangs off the chain whose mask it trains with, or off nothing.
 
-Pure: no Ray, no files. The sweep's searcher and ``lxsweep plan`` both use it,
-and so does the scheduler benchmark.
+Pure: no Ray, no files. The sweep's searcher, ``lxsweep plan`` and
+``lxsweep trial`` (missing ancestors) use it, and so does the scheduler benchmark.
 """
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Iterable
 
-from lxsweep.config import DENSE, SUBNETWORKS, Experiment
-
-ORDER = {name: i for i, name in enumerate((DENSE,) + SUBNETWORKS)}
+from lxsweep import subnetworks
+from lxsweep.config import Experiment
+from lxsweep.subnetworks import DENSE
 
 
 @dataclass(frozen=True, order=True)
@@ -45,54 +46,70 @@ def dense_key(seed: int) -> TrialKey:
     return TrialKey(0, DENSE, seed)
 
 
+def trial_key(exp: Experiment, level: int, subnetwork: str | None, seed: int) -> TrialKey:
+    """The key a user names by level, subnetwork and seed (``lxsweep trial``).
+
+    No subnetwork: dense at level 0, the lottery ticket above. A subnetwork
+    that trains only at levels >= 1 names the dense model at level 0.
+    """
+    if subnetwork is None:
+        subnetwork = DENSE if level == 0 else subnetworks.TICKET
+    elif level == 0 and subnetwork != DENSE and 0 not in subnetworks.levels(subnetwork, exp.num_levels):
+        subnetwork = DENSE
+    return TrialKey(level, subnetwork, seed)
+
+
 def validate_key(exp: Experiment, key: TrialKey) -> None:
     """ValueError naming what is wrong with a trial key for this experiment."""
     if key.seed not in exp.seeds:
         raise ValueError(f"seed {key.seed} is not in the experiment's seeds {exp.seeds}")
-    if key.level == 0:
-        if key.subnetwork not in (DENSE, *SUBNETWORKS):
-            raise ValueError(f"unknown subnetwork {key.subnetwork!r}")
-        return
-    if key.subnetwork not in SUBNETWORKS:
-        raise ValueError(f"unknown subnetwork {key.subnetwork!r}; expected one of {', '.join(SUBNETWORKS)}")
-    if not 1 <= key.level <= exp.num_levels:
+    if not 0 <= key.level <= exp.num_levels:
         raise ValueError(f"level {key.level} is outside 0..{exp.num_levels}")
+    if key.subnetwork == DENSE:
+        if key.level != 0:
+            raise ValueError(f"{DENSE} is level 0 only")
+        return
+    allowed = subnetworks.levels(key.subnetwork, exp.num_levels)  # ValueError for an unknown name
+    if key.level not in allowed:
+        raise ValueError(f"{key.subnetwork} trains at level{'s' if len(allowed) > 1 else ''} "
+                         f"{allowed[0]}{f'..{allowed[-1]}' if len(allowed) > 1 else ''}, not {key.level}")
 
 
 def mask_source(exp: Experiment, key: TrialKey) -> str | None:
-    """Name of the stored mask this trial trains with (None: dense or generated)."""
-    if key.level == 0 or key.subnetwork == "random":
+    """Name of the stored mask this trial trains with (None: no mask, or one generated at its start)."""
+    crit = subnetworks.criterion(key.subnetwork)
+    if key.level == 0 or crit is None or not crit.iterative:
         return None
-    chain = "low" if key.subnetwork == "reinit" else key.subnetwork
-    return TrialKey(key.level, chain, key.seed).name
+    return TrialKey(key.level, crit.name, key.seed).name
 
 
 def parent(exp: Experiment, key: TrialKey) -> TrialKey | None:
     """The trial whose results this one needs, or None."""
-    if key.level == 0:
+    crit = subnetworks.criterion(key.subnetwork)
+    if key.level == 0 or crit is None:
         return None
-    if key.subnetwork == "random":
+    if not crit.iterative:
         return dense_key(key.seed) if exp.rewind.to == "step" else None
-    chain = "low" if key.subnetwork == "reinit" else key.subnetwork
     if key.level == 1 or exp.pruning.schedule == "oneshot":
         return dense_key(key.seed)
-    return TrialKey(key.level - 1, chain, key.seed)
+    return TrialKey(key.level - 1, crit.name, key.seed)
 
 
 def child_masks(exp: Experiment, key: TrialKey) -> list[TrialKey]:
     """The masks this trial computes from its trained weights when it finishes.
 
     Each is named after the trial that trains with it (``low-L3-s0`` is the
-    mask low level 3 uses). Dense feeds level 1 of both chains (iterative) or
+    mask low level 3 uses). Dense feeds level 1 of every chain (iterative) or
     every level (oneshot); a chain trial feeds its chain's next level.
     """
-    wanted = set(exp.pruning.subnetworks)
-    chains = [c for c in ("low", "high") if c in wanted or (c == "low" and "reinit" in wanted)]
+    chains = subnetworks.chains(exp.pruning.subnetworks)
     levels = range(1, exp.num_levels + 1)
     if key.subnetwork == DENSE:
         chosen = levels if exp.pruning.schedule == "oneshot" else levels[:1]
         return [TrialKey(k, c, key.seed) for c in chains for k in chosen]
-    if key.subnetwork in ("low", "high") and exp.pruning.schedule == "iterative" and key.level < exp.num_levels:
+    entry = subnetworks.get(key.subnetwork)
+    if (isinstance(entry, subnetworks.Criterion) and entry.iterative and exp.pruning.schedule == "iterative"
+            and key.level < exp.num_levels):
         return [TrialKey(key.level + 1, key.subnetwork, key.seed)]
     return []
 
@@ -108,7 +125,8 @@ class Plan:
         """The trials the experiment asks for (dense included) plus their ancestors."""
         exp, wanted = self.exp, set()
         for seed in exp.seeds:
-            asked = [dense_key(seed)] + [TrialKey(k, s, seed) for s in exp.pruning.subnetworks for k in range(1, exp.num_levels + 1)]
+            asked = [dense_key(seed)] + [TrialKey(k, s, seed) for s in exp.pruning.subnetworks
+                                         for k in subnetworks.levels(s, exp.num_levels)]
             for key in asked:
                 while key is not None and key not in wanted:
                     wanted.add(key)
@@ -142,7 +160,7 @@ class Plan:
 
     def priority(self, key: TrialKey) -> tuple:
         """Sort key: longest remaining path first, then seed, level, subnetwork."""
-        return (-self.height[key], key.seed, key.level, ORDER[key.subnetwork])
+        return (-self.height[key], key.seed, key.level, subnetworks.order(key.subnetwork))
 
     def descendants(self, key: TrialKey) -> list[TrialKey]:
         out, todo = [], list(self.children.get(key, []))
@@ -151,6 +169,18 @@ class Plan:
             out.append(k)
             todo.extend(self.children.get(k, []))
         return sorted(out, key=self.priority)
+
+    def missing_ancestors(self, key: TrialKey, done: Iterable[TrialKey]) -> list[TrialKey]:
+        """The ancestors of ``key`` not in ``done``, oldest first: what must run before it.
+
+        Walks parents until a done one; ``key`` need not be in this plan
+        (``lxsweep trial`` may run a subnetwork the experiment does not list).
+        """
+        done, out, p = set(done), [], parent(self.exp, key)
+        while p is not None and p not in done:
+            out.append(p)
+            p = parent(self.exp, p)
+        return out[::-1]
 
     def ready(self, done: Iterable[TrialKey], started: Iterable[TrialKey]) -> list[TrialKey]:
         """Trials not yet started whose parent is done, highest priority first."""
@@ -183,7 +213,7 @@ class Plan:
         ``order="priority"`` is the searcher's rule; ``"level"`` is a flat grid
         released level by level (the naive scheduler), for comparison.
         """
-        rank = {k: i for i, k in enumerate(self.trials if order == "priority" else sorted(self.trials, key=lambda k: (k.level, k.seed, ORDER[k.subnetwork])))}
+        rank = {k: i for i, k in enumerate(self.trials if order == "priority" else sorted(self.trials, key=lambda k: (k.level, k.seed, subnetworks.order(k.subnetwork))))}
         done: set[TrialKey] = set()
         running: list[tuple[float, TrialKey]] = []
         waiting = sorted(self.trials, key=rank.__getitem__)

@@ -11,26 +11,23 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from lxsweep.config import DENSE
-from lxsweep.store import Store
+from lxsweep import subnetworks
+from lxsweep.store import TRIALS_DIR, Store, metrics_path, report_path
+from lxsweep.subnetworks import DENSE
 
 ACCURACY_COLUMNS = ("accuracy", "accuracy_yesno", "accuracy_number", "accuracy_other")
 PANELS = {"accuracy": "overall", "accuracy_yesno": "yes/no", "accuracy_number": "number", "accuracy_other": "other"}
-COLORS = {"low": "#1f77b4", "high": "#ff7f0e", "random": "#2ca02c", "reinit": "#9467bd"}
-MARKERS = {"low": "o", "high": "s", "random": "^", "reinit": "D"}
-REPORT_DIR = "report"
+REPORT_FILES = ("results.csv", "results.md", "accuracy_vs_sparsity.png")
 
 
 def load_rows(store: Store) -> list[dict]:
     """One row per finished trial, from ``trials/*/metrics.json``, in (subnetwork, level, seed) order."""
     rows = []
-    for name in store.listdir("trials"):
-        rel = f"trials/{name}/metrics.json"
-        if store.exists(rel):
-            m = store.read_json(rel)
+    for name in store.listdir(TRIALS_DIR):
+        if store.exists(metrics_path(name)):
+            m = store.read_json(metrics_path(name))
             rows.append({k: v for k, v in m.items() if k not in ("history", "child_masks")})
-    order = {DENSE: 0, "low": 1, "high": 2, "random": 3, "reinit": 4}
-    return sorted(rows, key=lambda r: (order.get(r["subnetwork"], 9), r["level"], r["seed"]))
+    return sorted(rows, key=lambda r: (subnetworks.order(r["subnetwork"]), r["subnetwork"], r["level"], r["seed"]))
 
 
 def kind_columns(rows: list[dict]) -> list[str]:
@@ -126,19 +123,21 @@ def plot(rows: list[dict], path: str | Path, title: str) -> None:
     ncols = max(len(r) for r in panels)
     fig, axes = plt.subplots(len(panels), ncols, figsize=(16, 4.2 * len(panels)), dpi=100, squeeze=False)
     dense = next((a for a in agg if a["subnetwork"] == DENSE), None)
-    subs = [s for s in ("low", "high", "random", "reinit") if any(a["subnetwork"] == s for a in agg)]
+    # Every subnetwork in the results, known to the registry or not (a plugin's, read back elsewhere).
+    subs = sorted({a["subnetwork"] for a in agg} - {DENSE}, key=lambda s: (subnetworks.order(s), s))
     for row, items in zip(axes, panels):
         for ax in row[len(items):]:
             ax.axis("off")
         for ax, (metric, label) in zip(row, items):
             for sub in subs:
                 pts = sorted((a for a in agg if a["subnetwork"] == sub and f"{metric}_mean" in a), key=lambda a: a["level"])
-                if dense and f"{metric}_mean" in dense:
-                    pts = [dense] + pts  # every subnetwork starts at the dense model
+                if dense and f"{metric}_mean" in dense and pts and pts[0]["level"] > 0:
+                    pts = [dense] + pts  # a pruned subnetwork starts at the dense model (scratch is its own point)
+                color, marker = subnetworks.style(sub)
                 xs = [100 * a["sparsity"] for a in pts]
                 ys = [100 * a[f"{metric}_mean"] for a in pts]
                 es = [100 * a[f"{metric}_std"] for a in pts]
-                ax.errorbar(xs, ys, yerr=es, marker=MARKERS[sub], ms=4, capsize=3, color=COLORS[sub], label=sub, alpha=0.9)
+                ax.errorbar(xs, ys, yerr=es, marker=marker, ms=4, capsize=3, color=color, label=sub, alpha=0.9)
             if dense and f"{metric}_mean" in dense:
                 ax.axhline(100 * dense[f"{metric}_mean"], color="gray", ls="--", lw=1, label="dense")
             ax.set_title(label)
@@ -160,13 +159,11 @@ def write_report(store: Store) -> list[str]:
     title = Path(store.root).name
     if not rows:
         return []
-    out = []
-    store.write_bytes(f"{REPORT_DIR}/results.csv", to_csv(rows).encode())
-    store.write_bytes(f"{REPORT_DIR}/results.md", to_markdown(rows, title).encode())
+    csv_name, md_name, png_name = REPORT_FILES
+    store.write_bytes(report_path(csv_name), to_csv(rows).encode())
+    store.write_bytes(report_path(md_name), to_markdown(rows, title).encode())
     with tempfile.TemporaryDirectory() as tmp:
-        png = Path(tmp) / "accuracy_vs_sparsity.png"
+        png = Path(tmp) / png_name
         plot(rows, png, f"{title}: accuracy vs sparsity (mean ± std over seeds)")
-        store.write_bytes(f"{REPORT_DIR}/accuracy_vs_sparsity.png", png.read_bytes())
-    for name in ("results.csv", "results.md", "accuracy_vs_sparsity.png"):
-        out.append(store.path(f"{REPORT_DIR}/{name}"))
-    return out
+        store.write_bytes(report_path(png_name), png.read_bytes())
+    return [store.path(report_path(name)) for name in REPORT_FILES]

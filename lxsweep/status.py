@@ -12,11 +12,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-import yaml
-
-from lxsweep.config import DENSE, from_record
 from lxsweep.plan import Plan, TrialKey
-from lxsweep.store import Store, metrics_path
+from lxsweep.store import (TRIALS_DIR, Store, attempt_started, attempts_dir, failed_path, metrics_path,
+                           read_experiment)
+from lxsweep.subnetworks import DENSE, TICKET
 
 TOLERANCE_POINTS = 3.0
 
@@ -32,13 +31,13 @@ class Snapshot:
 
 
 def plan_of(store: Store) -> Plan:
-    return Plan(from_record(yaml.safe_load(store.read_bytes("experiment.yaml")), store.path("experiment.yaml")))
+    return Plan(read_experiment(store))
 
 
 def snapshot(store: Store, plan: Plan) -> Snapshot:
     """Classify every planned trial from the files in the store."""
     snap = Snapshot()
-    present = set(store.listdir("trials"))
+    present = set(store.listdir(TRIALS_DIR))
     starts = []
     failed: set[TrialKey] = set()
     for key in plan.trials:
@@ -47,11 +46,11 @@ def snapshot(store: Store, plan: Plan) -> Snapshot:
         if store.exists(metrics_path(key.name)):
             snap.done[key] = store.read_json(metrics_path(key.name))
             starts.append(snap.done[key]["started_at"])
-        elif store.exists(f"trials/{key.name}/failed.json"):
+        elif store.exists(failed_path(key.name)):
             failed.add(key)
-        elif store.listdir(f"trials/{key.name}/attempts"):
+        elif store.listdir(attempts_dir(key.name)):
             snap.running.append(key)
-            starts.append(min(float(n.split("-")[0]) / 1000 for n in store.listdir(f"trials/{key.name}/attempts")))
+            starts.append(min(attempt_started(n) for n in store.listdir(attempts_dir(key.name))))
     skipped = {d for k in failed for d in plan.descendants(k) if d not in snap.done}
     snap.failed = sorted(failed, key=plan.priority)
     snap.skipped = sorted(skipped, key=plan.priority)
@@ -61,9 +60,9 @@ def snapshot(store: Store, plan: Plan) -> Snapshot:
 
 
 def best_ticket(done: dict[TrialKey, dict]) -> Optional[dict]:
-    """The sparsest low-magnitude trial within 3 points of its seed's dense accuracy."""
+    """The sparsest lottery ticket (low-magnitude trial) within 3 points of its seed's dense accuracy."""
     dense = {k.seed: m["accuracy"] for k, m in done.items() if k.subnetwork == DENSE}
-    ok = [m for k, m in done.items() if k.subnetwork == "low" and k.seed in dense
+    ok = [m for k, m in done.items() if k.subnetwork == TICKET and k.seed in dense
           and m["accuracy"] * 100 >= dense[k.seed] * 100 - TOLERANCE_POINTS]
     return max(ok, key=lambda m: (m["sparsity"], m["accuracy"]), default=None)
 

@@ -1,16 +1,21 @@
 """The store: one experiment's directory on local disk, NFS or object storage.
 
-Layout (``<storage>/<name>-<hash>/``)::
+Layout (``<storage>/<name>-<hash>/``), every relative path built by a function below::
 
-    experiment.yaml           the resolved experiment (what the hash covers and more)
-    trials/<trial>/metrics.json   a trial's final metrics: its durable "done" marker
-    trials/<trial>/history.json   per-epoch metrics
-    trials/<trial>/failed.json    why a trial failed for good (removed on success)
-    masks/<trial>.safetensors     the mask trial <trial> trains with (bit-packed)
-    rewind/<name>.safetensors     rewind-point weights (rewind.to: step)
-    pretrained-<hash>/            the synthetic task's pretrained rewind point
-    ray/                          Ray Tune/Train state and checkpoints
-    report/                       results.csv, results.md, accuracy_vs_sparsity.png
+    experiment.yaml                  the resolved experiment and its hash (launch and trial write it)
+    facts.json                       what the first trial resolved to (device, precision); no mixing
+    trials/<trial>/metrics.json      final metrics with the per-epoch history: the durable "done" marker
+    trials/<trial>/sparsity.json     per-tensor sparsity of the mask it trained with
+    trials/<trial>/attempts/<t>.json one file per start (time, host, resumed or not)
+    trials/<trial>/failed.json       why it failed for good (removed on success)
+    trials/<trial>/node.json         the Ray node of the last attempt (sweeps only)
+    trials/<trial>/driver.json       start and end of its Ray Tune driver (sweeps only)
+    masks/<trial>.safetensors        the mask trial <trial> trains with (bit-packed)
+    rewind/dense-s<seed>-step<n>.safetensors   rewind-point weights (rewind.to: step)
+    pretrained-<hash>/               the synthetic task's pretrained rewind point
+    ray/                             Ray Tune/Train state and checkpoints
+    wandb/, tensorboard/             tracker files (local and NFS stores; tracking.backend)
+    report/                          results.csv, results.md, accuracy_vs_sparsity.png
 
 Every write is atomic (temp file + rename locally; object stores put whole
 objects), so a crash never leaves a half-written marker that reads as done.
@@ -24,9 +29,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from lxsweep.config import Experiment
+import yaml
+
+from lxsweep.config import Experiment, from_record
 
 
 def is_uri(path: str) -> bool:
@@ -163,13 +170,79 @@ class Store:
         return cache
 
 
+# -- the layout: every relative path in the store ----------------------------
+
+EXPERIMENT_FILE = "experiment.yaml"
+FACTS_FILE = "facts.json"  # what the first trial resolved to (lxsweep/facts.py)
+TRIALS_DIR = "trials"
+RAY_DIR = "ray"
+REPORT_DIR = "report"
+
+
+def tracker_dir(backend: str) -> str:
+    """A tracking backend's files: ``wandb/``, ``tensorboard/``, or a plugin backend's name."""
+    return backend
+
+
 def trial_dir(name: str) -> str:
-    return f"trials/{name}"
+    return f"{TRIALS_DIR}/{name}"
 
 
-def metrics_path(name: str) -> str:
-    return f"trials/{name}/metrics.json"
+def _trial_file(filename: str) -> Callable[[str], str]:
+    def path(name: str) -> str:
+        return f"{trial_dir(name)}/{filename}"
+    path.__name__ = path.__qualname__ = filename.split(".")[0] + "_path"
+    return path
+
+
+metrics_path = _trial_file("metrics.json")
+sparsity_path = _trial_file("sparsity.json")
+failed_path = _trial_file("failed.json")
+node_path = _trial_file("node.json")
+driver_path = _trial_file("driver.json")
+
+
+def attempts_dir(name: str) -> str:
+    return f"{trial_dir(name)}/attempts"
+
+
+def attempt_path(name: str, started: float, tag: str) -> str:
+    """One start of a trial; the name begins with the start time in ms (status reads it back)."""
+    return f"{attempts_dir(name)}/{int(started * 1000)}-{tag}.json"
+
+
+def attempt_started(filename: str) -> float:
+    """The start time (s) encoded in an attempt file's name."""
+    return float(filename.split("-")[0]) / 1000
 
 
 def mask_path(name: str) -> str:
     return f"masks/{name}.safetensors"
+
+
+def rewind_path(seed: int, step: int) -> str:
+    return f"rewind/dense-s{seed}-step{step}.safetensors"
+
+
+def pretrained_dir(digest: str) -> str:
+    return f"pretrained-{digest}"
+
+
+def report_path(filename: str) -> str:
+    return f"{REPORT_DIR}/{filename}"
+
+
+def finished_trials(store: Store) -> set[str]:
+    """Names of the trials whose ``metrics.json`` is in the store."""
+    return {n for n in store.listdir(TRIALS_DIR) if store.exists(metrics_path(n))}
+
+
+def write_experiment(store: Store, exp: Experiment, overwrite: bool = True) -> None:
+    """Record the resolved experiment (``status`` and ``report`` read it); ``overwrite=False`` keeps one there."""
+    if overwrite or not store.exists(EXPERIMENT_FILE):
+        store.write_bytes(EXPERIMENT_FILE, yaml.safe_dump(exp.record(), sort_keys=False).encode())
+
+
+def read_experiment(store: Store) -> Experiment:
+    """The experiment recorded in the store, with its recorded hash (its plugins imported, as for any experiment)."""
+    return from_record(yaml.safe_load(store.read_bytes(EXPERIMENT_FILE)), store.path(EXPERIMENT_FILE))

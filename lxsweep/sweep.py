@@ -16,15 +16,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-import yaml
 from ray.tune import Callback
 
 from lxsweep.config import Experiment, from_dict
+from lxsweep.hooks import numbers
 from lxsweep.plan import Plan, TrialKey
 from lxsweep.status import status_lines
-from lxsweep.store import Store, metrics_path
+from lxsweep.store import (RAY_DIR, Store, driver_path, failed_path, finished_trials, metrics_path, node_path,
+                           write_experiment)
+from lxsweep.train import TrialHook
 
 DRIVER_RESOURCE = "driver_slot"
 STATUS_SECONDS = 10.0
@@ -40,53 +42,59 @@ def _experiment_from(config: dict) -> Experiment:
 
 
 def train_worker(config: dict) -> None:
-    """Ray Train's ``train_loop_per_worker``: run the trial, reporting every epoch with a checkpoint."""
+    """Ray Train's ``train_loop_per_worker``: :func:`run_trial` with the sweep's hooks.
+
+    The hooks (in order): the tracker run, the Ray report with a checkpoint
+    every epoch, and fault injection when ``LXSWEEP_FAULT`` asks for it.
+    """
     import ray
     import ray.train
     import torch
 
+    from lxsweep.hooks import FaultInjection, Tracking
     from lxsweep.train import run_trial
-    from lxsweep.tracking import open_trial_tracker
 
     exp = _experiment_from(config)
     key = TrialKey.parse(config["trial"])
     store = Store(config["store"])
-    ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
+    rank = ray.train.get_context().get_world_rank()
 
     resume_state = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             resume_state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
-
-    tracker = open_trial_tracker(exp, key, store) if rank == 0 else None
     if rank == 0:  # where each attempt ran: shows placement across nodes
-        store.write_json(f"trials/{key.name}/node.json", {"node_id": ray.get_runtime_context().get_node_id()})
-
-    def report(metrics: dict, state: Optional[dict]) -> None:
-        flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        if tracker:
-            tracker.log_epoch(flat)
-        if rank == 0 and state is not None:
-            with tempfile.TemporaryDirectory(prefix="lxsweep-ckpt-") as tmp:
-                torch.save(state, Path(tmp) / "state.pt")
-                ray.train.report(flat, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-        else:
-            ray.train.report(flat)
+        store.write_json(node_path(key.name), {"node_id": ray.get_runtime_context().get_node_id()})
 
     def log(line: str) -> None:
         print(f"[lxsweep] {line}", flush=True)
 
-    ok = False
-    try:
-        final = run_trial(exp, key, store, report=report, resume_state=resume_state, log=log)
-        ok = True
-        if tracker:
-            tracker.finish_trial(final)
-    finally:
-        if tracker:
-            tracker.close(ok)
+    hooks = [Tracking(exp, key, store), RayReport(rank), *FaultInjection.from_env()]
+    run_trial(exp, key, store, hooks=hooks, resume_state=resume_state, log=log)
+
+
+class RayReport(TrialHook):
+    """Every epoch: ``ray.train.report`` of the numeric metrics, with a checkpoint from rank 0.
+
+    A restarted worker group resumes from the last reported checkpoint
+    (model, optimizer, scheduler, step, RNG).
+    """
+
+    def __init__(self, rank: int):
+        self.rank = rank
+
+    def on_epoch(self, metrics: dict, state: Callable[[], dict]) -> None:
+        import ray.train
+        import torch
+
+        flat = numbers(metrics)
+        if self.rank != 0:
+            ray.train.report(flat)
+            return
+        with tempfile.TemporaryDirectory(prefix="lxsweep-ckpt-") as tmp:
+            torch.save(state(), Path(tmp) / "state.pt")
+            ray.train.report(flat, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
 def trial_driver(config: dict) -> None:
@@ -109,7 +117,7 @@ def trial_driver(config: dict) -> None:
         ),
         run_config=RunConfig(
             name=f"train-{config['trial']}",  # deterministic: a re-run resumes from this run's checkpoint
-            storage_path=store.path("ray"),
+            storage_path=store.path(RAY_DIR),
             failure_config=FailureConfig(max_failures=r.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
             callbacks=[TuneReportCallback()],
@@ -119,7 +127,7 @@ def trial_driver(config: dict) -> None:
     if not store.exists(metrics_path(config["trial"])):
         raise RuntimeError(f"trial {config['trial']} ended without writing {metrics_path(config['trial'])}")
     # Ray's share of the trial's wall time (bench/ray_overhead.py reads it).
-    store.write_json(f"trials/{config['trial']}/driver.json", {"started_at": started, "finished_at": time.time()})
+    store.write_json(driver_path(config["trial"]), {"started_at": started, "finished_at": time.time()})
 
 
 # -- the searcher -------------------------------------------------------------
@@ -138,7 +146,8 @@ def _make_searcher(plan: Plan, store: Store, base_config: dict):
 
         def __init__(self):
             super().__init__()
-            self.done: set[TrialKey] = {k for k in plan.trials if store.exists(metrics_path(k.name))}
+            finished = finished_trials(store)
+            self.done: set[TrialKey] = {k for k in plan.trials if k.name in finished}
             self.already_done = set(self.done)
             self.running: dict[str, TrialKey] = {}
             self.failed: dict[TrialKey, str] = {}
@@ -246,11 +255,25 @@ class StatusCallback(Callback):
 # -- launching ----------------------------------------------------------------
 
 
+def plugin_modules(exp: Experiment) -> list:
+    """The experiment's plugin modules as Ray ships them to every worker (``runtime_env.py_modules``).
+
+    The top-level module or package of each plugin (already imported by the
+    driver when it built the experiment), so workers import them whether or
+    not they are installed on the cluster's nodes.
+    """
+    tops = dict.fromkeys(name.split(".")[0] for name in exp.plugins)
+    return [sys.modules[t] for t in tops if t != "lxsweep"]
+
+
 def _connect(address: Optional[str], exp: Experiment) -> None:
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS")
-    env = {"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")}}
+    env: dict = {"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")}}
+    shipped = plugin_modules(exp)
+    if shipped:
+        env["py_modules"] = shipped
     if address:
         ray.init(address=address, log_to_driver=False, runtime_env=env)
         if ray.cluster_resources().get(DRIVER_RESOURCE, 0) < 1:
@@ -301,7 +324,7 @@ def launch(exp: Experiment, address: Optional[str] = None, resume: bool = False,
 
     store = Store.for_experiment(exp)
     plan = Plan(exp)
-    store.write_bytes("experiment.yaml", yaml.safe_dump(exp.record(), sort_keys=False).encode())
+    write_experiment(store, exp)
     print(f"lxsweep: {exp.name} ({exp.hash}): {plan.fine_tunes} trials, critical path {plan.critical_path}; store {store.root}")
     _connect(address, exp)
     try:
@@ -320,7 +343,7 @@ def launch(exp: Experiment, address: Optional[str] = None, resume: bool = False,
                 trial_dirname_creator=lambda t: f"{t.config.get('trial', 'trial')}-{t.trial_id}",
             ),
             run_config=tune.RunConfig(
-                name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=store.path("ray"),
+                name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=store.path(RAY_DIR),
                 callbacks=[status], verbose=0,
             ),
         )
@@ -330,7 +353,7 @@ def launch(exp: Experiment, address: Optional[str] = None, resume: bool = False,
         ray.shutdown()
     failed, skipped = searcher.failed, searcher.skipped
     for key, why in failed.items():
-        store.write_json(f"trials/{key.name}/failed.json", {"trial": key.name, "error": why, "at": time.time()})
+        store.write_json(failed_path(key.name), {"trial": key.name, "error": why, "at": time.time()})
     for line in summary_lines(store, plan):
         print(line)
     for p in paths:

@@ -1,9 +1,12 @@
 """One trial: fine-tune from the rewind point with a mask, evaluate, write the child masks.
 
-:func:`run_trial` is the only training loop in lxsweep. ``lxsweep trial`` calls
-it directly; a Ray Train worker calls it with a ``report`` hook and a resume
-state. It imports no Ray: distributed training is plain ``torch.distributed``
-(DDP), initialised by whoever launched the workers.
+:func:`run_trial` is the only trial function and :func:`train_step` the only
+optimizer step in lxsweep (the benchmarks and tests call the same step).
+``lxsweep trial`` and a Ray Train worker both call :func:`run_trial`; they
+differ only in the :class:`TrialHook` objects they pass (progress bar,
+tracker, Ray report and checkpoint, fault injection; see lxsweep/hooks.py and
+lxsweep/sweep.py). It imports no Ray: distributed training is plain
+``torch.distributed`` (DDP), initialised by whoever launched the workers.
 """
 from __future__ import annotations
 
@@ -17,15 +20,15 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from lxsweep import model as lxmodel
-from lxsweep import pruning
-from lxsweep.config import DENSE, Experiment, canonical_hash
+from lxsweep import pruning, subnetworks
+from lxsweep.config import Experiment, canonical_hash
 from lxsweep.data import VQADataset, VQASplit
 from lxsweep.data.loader import make_loader, tokenize
 from lxsweep.data.source import load_dataset
@@ -33,13 +36,9 @@ from lxsweep.facts import check_compatible, resolved_facts
 from lxsweep.metric import accuracy_metrics
 from lxsweep.pretrain import rewind_point
 from lxsweep.plan import TrialKey, child_masks, mask_source, parent, validate_key
-from lxsweep.store import Store, mask_path, metrics_path
-
-Report = Callable[[dict, Optional[dict]], None]  # (epoch metrics, checkpoint state or None)
-
-# Fault injection for tests and drills: "<trial>:<epoch>" hard-exits the worker after that epoch
-# unless it was resumed from a checkpoint (so a restart succeeds); "<trial>:<epoch>:always" every time.
-FAULT_ENV = "LXSWEEP_FAULT"
+from lxsweep.store import (Store, attempt_path, failed_path, mask_path, metrics_path, rewind_path,
+                           sparsity_path)
+from lxsweep.subnetworks import DENSE, MaskInputs
 
 
 # -- environment --------------------------------------------------------------
@@ -102,13 +101,16 @@ def _load_mask(store: Store, name: str) -> pruning.Mask:
 
 
 def trial_mask(exp: Experiment, key: TrialKey, store: Store, model: torch.nn.Module) -> Optional[pruning.Mask]:
-    """The mask this trial trains with: none (dense), seeded random, or its parent's child mask."""
-    if key.level == 0:
+    """The mask this trial trains with: none, generated now (and stored), or its parent's child mask."""
+    crit = subnetworks.criterion(key.subnetwork)
+    if key.level == 0 or crit is None:
         return None
-    params = pruning.prunable_parameters(model, exp.pruning.scope)
-    if key.subnetwork == "random":
-        mask = pruning.random_mask({n: p.shape for n, p in params.items()}, exp.sparsity(key.level), key.seed, key.level)
-        _save_mask(store, key.name, mask, {"trial": key.name, "kind": "random"})
+    if not crit.iterative:  # from the rewind point's weights, before any control re-initialises them
+        weights = {n: p.detach() for n, p in pruning.prunable_parameters(model, exp.pruning.scope).items()}
+        inputs = MaskInputs(weights, pruning.full_mask(weights), exp.sparsity(key.level), key.seed, key.level,
+                            exp.pruning.layerwise)
+        mask = crit.mask(inputs)
+        _save_mask(store, key.name, mask, {"trial": key.name, "kind": crit.name})
         return mask
     source = mask_source(exp, key)
     if not store.exists(mask_path(source)):
@@ -127,10 +129,150 @@ def write_child_masks(exp: Experiment, key: TrialKey, store: Store, model: torch
     current = mask if mask is not None else pruning.full_mask(weights)
     written = []
     for child in children:
-        child_mask = pruning.magnitude_mask(weights, current, exp.sparsity(child.level), child.subnetwork, exp.pruning.layerwise)
-        _save_mask(store, child.name, child_mask, {"trial": child.name, "kind": child.subnetwork, "from": key.name})
+        crit = subnetworks.criterion(child.subnetwork)
+        inputs = MaskInputs(weights, current, exp.sparsity(child.level), key.seed, child.level, exp.pruning.layerwise)
+        _save_mask(store, child.name, crit.mask(inputs), {"trial": child.name, "kind": crit.name, "from": key.name})
         written.append(child.name)
     return written
+
+
+# -- hooks ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrialStart:
+    """What a hook learns when the trial starts (after the model, data and any resume state are loaded)."""
+
+    key: TrialKey
+    rank: int
+    world: int
+    epochs: int
+    steps_per_epoch: int
+    epoch: int  # epochs already done (resumed from a checkpoint), else 0
+    step: int
+    resumed: bool
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+
+class TrialHook:
+    """Callbacks around one trial; override what you need. Called on every rank unless noted.
+
+    Order within a trial: ``on_start``, ``on_step`` after each optimizer
+    step, ``on_epoch`` after each evaluation (``state()`` builds the checkpoint
+    on demand), ``on_metrics`` then ``on_end`` on rank 0 around writing
+    ``metrics.json``, ``on_close`` always (``ok`` False after an exception).
+    Hooks run in the order given.
+    """
+
+    def on_start(self, start: TrialStart) -> None:
+        pass
+
+    def on_step(self, step: int) -> None:
+        pass
+
+    def on_epoch(self, metrics: dict, state: Callable[[], dict]) -> None:
+        pass
+
+    def on_metrics(self, metrics: dict) -> None:
+        """Rank 0, before ``metrics.json`` is written: may add keys."""
+
+    def on_end(self, metrics: dict) -> None:
+        """Rank 0, after ``metrics.json`` is written."""
+
+    def on_close(self, ok: bool) -> None:
+        pass
+
+
+class StepClock(TrialHook):
+    """Wall clock of this attempt's first and last optimizer step (bench/ray_overhead.py reads them)."""
+
+    def __init__(self) -> None:
+        self.first: Optional[float] = None
+        self.last: Optional[float] = None
+
+    def on_step(self, step: int) -> None:
+        self.last = time.time()
+        if self.first is None:
+            self.first = self.last
+
+    def on_metrics(self, metrics: dict) -> None:
+        metrics.update(first_step_at=self.first, last_step_at=self.last)
+
+
+class _SaveRewindWeights(TrialHook):
+    """rewind.to: step — the dense trial stores its weights after ``rewind.step`` optimizer steps."""
+
+    def __init__(self, exp: Experiment, key: TrialKey, store: Store, model: torch.nn.Module):
+        self.exp, self.key, self.store, self.model = exp, key, store, model
+
+    def on_step(self, step: int) -> None:
+        if step == self.exp.rewind.step:
+            from safetensors.torch import save
+
+            state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+            self.store.write_bytes(rewind_path(self.key.seed, step), save(state))
+
+
+# -- the step -------------------------------------------------------------------
+
+
+class MaskHooks(Protocol):
+    """What keeps pruned weights at zero: ``pruning.MaskEnforcer`` (or any object with these two calls)."""
+
+    def zero_grads(self) -> None: ...
+
+    def apply(self) -> None: ...
+
+
+def forward(net: torch.nn.Module, batch: dict, rt: "Runtime") -> torch.Tensor:
+    """Answer logits (fp32) of a batch in the loader's layout, under the runtime's autocast."""
+    with torch.autocast(rt.device.type, dtype=rt.autocast_dtype, enabled=rt.autocast_dtype is not None):
+        return net(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+            token_type_ids=batch["token_type_ids"], visual_feats=batch["features"], visual_pos=batch["boxes"],
+        ).question_answering_score.float()
+
+
+def vqa_loss(logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    """LXMERT's loss: mean BCE against the soft targets, times the number of answers."""
+    target = soft_target_matrix(batch["target_labels"], batch["target_scores"], logits.shape[1])
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, target) * logits.shape[1]
+
+
+def adamw(model: torch.nn.Module, lr: float, weight_decay: float, rt: "Runtime") -> torch.optim.AdamW:
+    """AdamW with weight decay on the matrices only (not on biases and LayerNorm), fused on GPU."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, fused=rt.fused_adamw or None)
+
+
+def train_step(net: torch.nn.Module, batch: dict, optimizer: torch.optim.Optimizer, rt: "Runtime", *,
+               scheduler=None, masks: Optional[MaskHooks] = None, grad_clip: float = 0.0) -> torch.Tensor:
+    """One optimizer step of a trial; returns the (detached) loss.
+
+    Forward, soft-target BCE, backward; the pruned entries' gradients are
+    zeroed *before* clipping and the step (so neither the norm nor AdamW's
+    state sees them), then the pruned weights are set to exactly zero again
+    (weight decay and the update moved them).
+    """
+    loss = vqa_loss(forward(net, batch, rt), batch)
+    loss.backward()
+    if masks is not None:
+        masks.zero_grads()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    if masks is not None:
+        masks.apply()
+    return loss.detach()
 
 
 # -- the loop -----------------------------------------------------------------
@@ -151,13 +293,7 @@ class _Fit:
         self.rank_batch = math.ceil(t.batch_size / rt.world)
         self.steps_per_epoch = math.ceil(math.ceil(len(data.train) / rt.world) / self.rank_batch)
         self.total_steps = self.steps_per_epoch * epochs
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
-        self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=t.lr, fused=rt.fused_adamw or None,
-        )
+        self.optimizer = adamw(self.model, t.lr, t.weight_decay, rt)
         warm = int(t.warmup * self.total_steps)
 
         def lr_lambda(step: int) -> float:  # linear warmup, then linear decay (LXMERT's BertAdam schedule)
@@ -172,9 +308,6 @@ class _Fit:
             # find_unused_parameters: LXMERT's last cross layer computes a vision output the QA head never reads.
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
         self.epoch, self.step, self.history = 0, 0, []
-        self.first_step_at: Optional[float] = None  # wall clock of this attempt's first/last optimizer step
-        self.last_step_at: Optional[float] = None
-        self.on_step: Optional[Callable[[int], None]] = None
 
     def state(self) -> dict:
         return {
@@ -190,42 +323,19 @@ class _Fit:
         self.epoch, self.step, self.history = state["epoch"], state["step"], list(state["history"])
         torch.set_rng_state(state["rng"])
 
-    def _forward(self, batch: dict):
-        with torch.autocast(self.rt.device.type, dtype=self.rt.autocast_dtype, enabled=self.rt.autocast_dtype is not None):
-            return self.net(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                token_type_ids=batch["token_type_ids"], visual_feats=batch["features"], visual_pos=batch["boxes"],
-            ).question_answering_score.float()
-
-    def train_epoch(self) -> dict:
-        t, rt = self.exp.training, self.rt
+    def train_epoch(self, hooks: Sequence[TrialHook] = ()) -> dict:
+        rt = self.rt
         loader = make_loader(self.data.train, self.train_tokens, self.rank_batch, rt, shuffle_seed=trial_seed(self.key, f"data{self.epoch}"), num_workers=self.exp.data.loader_workers)
         self.net.train()
         total, count = torch.zeros((), device=rt.device), 0
         for batch in loader:
             batch = {k: v.to(rt.device, non_blocking=True) for k, v in batch.items()}
-            logits = self._forward(batch)
-            target = soft_target_matrix(batch["target_labels"], batch["target_scores"], logits.shape[1])
-            # LXMERT's loss: mean BCE over answers times the number of answers.
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target) * logits.shape[1]
-            loss.backward()
-            if self.enforcer:
-                self.enforcer.zero_grads()
-            if t.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.enforcer:
-                self.enforcer.apply()
-            self.step += 1
-            self.last_step_at = time.time()
-            if self.first_step_at is None:
-                self.first_step_at = self.last_step_at
-            total += loss.detach()
+            total += train_step(self.net, batch, self.optimizer, rt, scheduler=self.scheduler, masks=self.enforcer,
+                                grad_clip=self.exp.training.grad_clip)
             count += 1
-            if self.on_step:
-                self.on_step(self.step)
+            self.step += 1
+            for hook in hooks:
+                hook.on_step(self.step)
         return {"train_loss": float(total) / max(count, 1), "lr": self.scheduler.get_last_lr()[0]}
 
     @torch.no_grad()
@@ -237,7 +347,7 @@ class _Fit:
         for batch in loader:
             rows.append(batch.pop("rows"))
             batch = {k: v.to(rt.device, non_blocking=True) for k, v in batch.items()}
-            preds.append(self._forward(batch).argmax(dim=1).cpu())
+            preds.append(forward(self.net, batch, rt).argmax(dim=1).cpu())
         rows_t, preds_t = torch.cat(rows), torch.cat(preds)
         if rt.world > 1:  # every rank scores the whole split from the gathered shards
             gathered: list = [None] * rt.world
@@ -250,26 +360,25 @@ class _Fit:
         preds_np = preds_np[first]
         return evaluation_metrics(split, rows_np, [self.data.answers[i] for i in preds_np])
 
-    def run(self, report: Optional[Report], log: Callable[[str], None], fault: Optional[str] = None, resumed: bool = False) -> list[dict]:
+    def start_info(self, resumed: bool) -> TrialStart:
+        return TrialStart(self.key, self.rt.rank, self.rt.world, self.epochs, self.steps_per_epoch, self.epoch,
+                          self.step, resumed)
+
+    def run(self, log: Callable[[str], None], hooks: Sequence[TrialHook] = ()) -> list[dict]:
         while self.epoch < self.epochs:
             t0 = time.time()
-            train = self.train_epoch()
+            train = self.train_epoch(hooks)
             metrics = {**train, **self.evaluate()}
             self.epoch += 1
             metrics.update(epoch=self.epoch, step=self.step, epoch_seconds=round(time.time() - t0, 3))
             if self.enforcer:
                 metrics["sparsity"] = self.measured_sparsity()
             self.history.append(metrics)
-            if report:
-                report(metrics, self.state())
             if self.rt.is_main:
                 log(f"{self.key.name} epoch {self.epoch}/{self.epochs}: loss {train['train_loss']:.4f} "
                     f"accuracy {metrics['accuracy']:.4f} ({metrics['epoch_seconds']:.1f}s)")
-            if fault and fault.split(":")[:2] == [self.key.name, str(self.epoch)] and (not resumed or fault.endswith(":always")):
-                # Die a few seconds into the next epoch, as an OOM kill or a lost node would: by then Ray Train
-                # has registered this epoch's checkpoint (reports are committed when its controller polls).
-                time.sleep(3)
-                os._exit(17)
+            for hook in hooks:
+                hook.on_epoch(metrics, self.state)
         return self.history
 
     def measured_sparsity(self) -> float:
@@ -299,15 +408,17 @@ def evaluation_metrics(split: VQASplit, rows: np.ndarray, predictions: list[str]
 
 
 def initial_model(exp: Experiment, key: TrialKey, store: Store, num_answers: int, log: Callable[[str], None] = print):
-    """(model, tokenizer, mask) at the start of a trial: the rewind point, its control variant, its mask."""
+    """(model, tokenizer, mask) at the start of a trial: the rewind point, its mask, its control's weights."""
     model_dir = rewind_point(exp, store, log)
     tokenizer = lxmodel.load_tokenizer(exp.model.tokenizer or model_dir)
     model = lxmodel.load_model(model_dir, num_answers, seed=trial_seed(TrialKey(0, DENSE, key.seed), "answer-head"))
     if exp.rewind.to == "step" and key.level > 0:
         _load_rewind_weights(exp, key, store, model)
-    if key.subnetwork == "reinit":
-        lxmodel.reinitialize(model, trial_seed(key, "reinit"))
-    return model, tokenizer, trial_mask(exp, key, store, model)
+    mask = trial_mask(exp, key, store, model)
+    control = subnetworks.control(key.subnetwork)
+    if control is not None:
+        control.init(model, trial_seed(key, subnetworks.FRESH_INIT))
+    return model, tokenizer, mask
 
 
 def run_trial(
@@ -315,15 +426,15 @@ def run_trial(
     key: TrialKey,
     store: Optional[Store] = None,
     *,
-    report: Optional[Report] = None,
+    hooks: Sequence[TrialHook] = (),
     resume_state: Optional[dict] = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Run one trial end to end and return its final metrics (also written to the store).
 
-    1. build the model at the rewind point (seeded answer head; fresh weights for ``reinit``);
-    2. get the mask: parent's child mask, seeded random mask, or none;
-    3. fine-tune with the mask enforced, evaluating every epoch (``report`` gets metrics and state);
+    1. build the model at the rewind point (seeded answer head; a control's fresh weights);
+    2. get the mask: parent's child mask, a generated one, or none;
+    3. fine-tune with the mask enforced, evaluating every epoch (``hooks`` see every step and epoch);
     4. rank 0 writes the child masks of its chain and ``metrics.json`` (the done marker).
     """
     validate_key(exp, key)
@@ -333,31 +444,57 @@ def run_trial(
     check_compatible(store, facts, exp.resources.allow_mixed, record=rt.is_main, trial=key.name, warn=log)
     started = time.time()
     if rt.is_main:
-        store.write_json(f"trials/{key.name}/attempts/{int(started * 1000)}-{uuid.uuid4().hex[:6]}.json", {
+        store.write_json(attempt_path(key.name, started, uuid.uuid4().hex[:6]), {
             "trial": key.name, "started_at": started, "resumed": resume_state is not None,
             "host": socket.gethostname(), "pid": os.getpid(),
         })
-    data = load_dataset(exp, store)
-    model, tokenizer, mask = initial_model(exp, key, store, data.num_answers, log)
-    torch.manual_seed(trial_seed(key, "dropout"))
-    fit = _Fit(exp, rt, model, mask, data, tokenizer, key, epochs=exp.training.epochs)
-    if resume_state is not None:
-        fit.load_state(resume_state)
-        log(f"{key.name}: resumed from epoch {fit.epoch}")
-    if exp.rewind.to == "step" and key.level == 0:
-        if exp.rewind.step > fit.total_steps:
-            raise ValueError(f"rewind.step {exp.rewind.step} is beyond the dense fine-tune's {fit.total_steps} steps")
-        fit.on_step = lambda step: _save_rewind_weights(exp, key, store, fit) if step == exp.rewind.step and rt.is_main else None
-    history = fit.run(report, log, fault=os.environ.get(FAULT_ENV), resumed=resume_state is not None)
-    digests = replica_digests(fit.model, rt)
+    ok = False
+    try:
+        data = load_dataset(exp, store)
+        model, tokenizer, mask = initial_model(exp, key, store, data.num_answers, log)
+        torch.manual_seed(trial_seed(key, "dropout"))
+        fit = _Fit(exp, rt, model, mask, data, tokenizer, key, epochs=exp.training.epochs)
+        if resume_state is not None:
+            fit.load_state(resume_state)
+            log(f"{key.name}: resumed from epoch {fit.epoch}")
+        hooks = [StepClock(), *hooks]
+        if exp.rewind.to == "step" and key.subnetwork == DENSE:
+            if exp.rewind.step > fit.total_steps:
+                raise ValueError(f"rewind.step {exp.rewind.step} is beyond the dense fine-tune's {fit.total_steps} steps")
+            if rt.is_main:
+                hooks.insert(1, _SaveRewindWeights(exp, key, store, fit.model))
+        for hook in hooks:
+            hook.on_start(fit.start_info(resume_state is not None))
+        history = fit.run(log, hooks)
+        digests = replica_digests(fit.model, rt)
+        if not rt.is_main:
+            ok = True
+            return history[-1]
+        metrics = {**_final_metrics(exp, key, store, fit, mask, history, started, digests), "facts": facts}
+        for hook in hooks:
+            hook.on_metrics(metrics)
+        store.delete(failed_path(key.name))
+        store.write_json(metrics_path(key.name), metrics)
+        for hook in hooks:
+            hook.on_end(metrics)
+        ok = True
+        return metrics
+    finally:
+        for hook in hooks:
+            hook.on_close(ok)
 
-    if not rt.is_main:
-        return history[-1]
+
+def _final_metrics(exp: Experiment, key: TrialKey, store: Store, fit: "_Fit", mask: Optional[pruning.Mask],
+                   history: list[dict], started: float, digests: list[str]) -> dict:
+    """Rank 0: write the child masks and the sparsity report; the trial's final metrics."""
+    rt = fit.rt
     children = write_child_masks(exp, key, store, fit.model, mask)
     total_params = sum(p.numel() for p in fit.model.parameters())
     report_ = pruning.sparsity_report(mask, total_params) if mask else None
+    if report_:
+        store.write_json(sparsity_path(key.name), report_)
     final = history[-1]
-    metrics = {
+    return {
         "trial": key.name, "level": key.level, "subnetwork": key.subnetwork, "seed": key.seed,
         "target_sparsity": exp.sparsity(key.level),
         "sparsity": report_["sparsity"] if report_ else 0.0,
@@ -366,17 +503,10 @@ def run_trial(
         "best_accuracy": max(h["accuracy"] for h in history),
         "train_loss": final["train_loss"], "epochs": len(history), "steps": fit.step,
         "history": history, "child_masks": children,
-        "started_at": started, "first_step_at": fit.first_step_at, "last_step_at": fit.last_step_at,
-        "finished_at": time.time(), "duration_s": round(time.time() - started, 3),
+        "started_at": started, "finished_at": time.time(), "duration_s": round(time.time() - started, 3),
         "experiment": exp.name, "hash": exp.hash, "world_size": rt.world, "replica_digests": digests, "device": str(rt.device),
         "host": socket.gethostname(), "python": platform.python_version(), "torch": torch.__version__,
-        "facts": facts,
     }
-    if report_:
-        store.write_json(f"trials/{key.name}/sparsity.json", report_)
-    store.delete(f"trials/{key.name}/failed.json")
-    store.write_json(metrics_path(key.name), metrics)
-    return metrics
 
 
 def replica_digests(model: torch.nn.Module, rt: Runtime) -> list[str]:
@@ -395,21 +525,10 @@ def replica_digests(model: torch.nn.Module, rt: Runtime) -> list[str]:
     return out
 
 
-def _rewind_file(key: TrialKey, step: int) -> str:
-    return f"rewind/dense-s{key.seed}-step{step}.safetensors"
-
-
-def _save_rewind_weights(exp: Experiment, key: TrialKey, store: Store, fit: _Fit) -> None:
-    from safetensors.torch import save
-
-    state = {k: v.detach().cpu().contiguous() for k, v in fit.model.state_dict().items()}
-    store.write_bytes(_rewind_file(key, exp.rewind.step), save(state))
-
-
 def _load_rewind_weights(exp: Experiment, key: TrialKey, store: Store, model: torch.nn.Module) -> None:
     from safetensors.torch import load
 
-    rel = _rewind_file(key, exp.rewind.step)
+    rel = rewind_path(key.seed, exp.rewind.step)
     if not store.exists(rel):
-        raise FileNotFoundError(f"trial {key.name} rewinds to {rel} in {store.root}; run dense-L0-s{key.seed} first")
+        raise FileNotFoundError(f"trial {key.name} rewinds to {rel} in {store.root}; run {TrialKey(0, DENSE, key.seed)} first")
     model.load_state_dict(load(store.read_bytes(rel)))

@@ -144,6 +144,7 @@ BAD = [
     ("rate out of range", "pruning:\n  rate: 1.5\n", "pruning.rate: 1.5 is out of range"),
     ("sparsity out of range", "pruning:\n  sparsities: [0.2, 1.2]\n", "pruning.sparsities[1]: 1.2 is out of range"),
     ("unknown subnetwork", "pruning:\n  subnetworks: [low, medium]\n", "pruning.subnetworks[1]: unknown subnetwork 'medium'"),
+    ("plugin not importable", "plugins: [no_such_plugin]\n", "plugins[0]: cannot import 'no_such_plugin'"),
     ("missing data path", "model:\n  pretrained: unc-nlp/lxmert-base-uncased\ndata:\n  source: vqa\n  path: /nonexistent/vqa\n",
      "data.path: '/nonexistent/vqa' does not exist"),
     ("missing pretrained path", "model:\n  pretrained: ./no/such/model\n", "model.pretrained: local directory './no/such/model' does not exist"),

@@ -1,7 +1,8 @@
 """The optimised paths compute exactly what the straightforward ones do (no timing here; see bench/).
 
 - ``MaskEnforcer`` (fused ``torch._foreach_mul_``) == a per-tensor in-place loop ==
-  ``torch.nn.utils.prune`` reparametrisation, over real AdamW steps;
+  ``torch.nn.utils.prune`` reparametrisation, over real AdamW steps of the trainer's own
+  ``train_step``;
 - ``runtime()`` on CPU picks the plain fp32 recipe (and bf16 autocast only when asked);
 - the batched memmap loader returns what direct indexing of the store's arrays returns,
   for a shuffled order and for a 2-rank shard.
@@ -20,7 +21,7 @@ from lxsweep.config import from_dict
 from lxsweep.data.loader import make_loader, shard_rows
 from lxsweep.data.prepare import prepare_vqa
 from lxsweep.data.prepared import load_vqa_store
-from lxsweep.train import Runtime, runtime, soft_target_matrix
+from lxsweep.train import Runtime, adamw, runtime, train_step
 
 TINY = {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64, "l_layers": 1, "x_layers": 1, "r_layers": 1}
 ANSWERS, VOCAB, FEAT_DIM, BOXES, TOKENS, BATCH = 7, 30, 16, 5, 8, 6
@@ -35,45 +36,51 @@ def _model() -> torch.nn.Module:
 
 
 def _batch() -> dict[str, torch.Tensor]:
+    """A fixed batch in the loader's layout."""
     g = torch.Generator().manual_seed(5)
     x1y1 = torch.rand(BATCH, BOXES, 2, generator=g) * 0.5
     return {
         "input_ids": torch.randint(1, VOCAB, (BATCH, TOKENS), generator=g),
         "attention_mask": torch.ones(BATCH, TOKENS, dtype=torch.int64),
         "token_type_ids": torch.zeros(BATCH, TOKENS, dtype=torch.int64),
-        "visual_feats": torch.randn(BATCH, BOXES, FEAT_DIM, generator=g),
-        "visual_pos": torch.cat([x1y1, x1y1 + 0.4], dim=2),
-        "target": soft_target_matrix(torch.randint(0, ANSWERS, (BATCH, 3), generator=g),
-                                     torch.rand(BATCH, 3, generator=g), ANSWERS),
+        "features": torch.randn(BATCH, BOXES, FEAT_DIM, generator=g),
+        "boxes": torch.cat([x1y1, x1y1 + 0.4], dim=2),
+        "target_labels": torch.randint(0, ANSWERS, (BATCH, 3), generator=g),
+        "target_scores": torch.rand(BATCH, 3, generator=g),
     }
 
 
-def _train(model: torch.nn.Module, before_clip, after_step) -> tuple[list[float], set[str]]:
-    """STEPS steps in the trainer's order (AdamW, weight decay on matrices, grad clip).
+class _Probe:
+    """Wraps a mask enforcement (or none): records who got a gradient and checks clipping is active."""
+
+    def __init__(self, model: torch.nn.Module, inner=None):
+        self.model, self.inner, self.with_grad = model, inner, set()
+
+    def zero_grads(self) -> None:  # called right after backward, before clipping
+        self.with_grad = {n for n, p in self.model.named_parameters() if p.grad is not None}
+        if self.inner is not None:
+            self.inner.zero_grads()
+        norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+        assert norm > GRAD_CLIP, "the test wants clipping active, so the masked gradient norm matters"
+
+    def apply(self) -> None:
+        if self.inner is not None:
+            self.inner.apply()
+
+
+def _train(model: torch.nn.Module, masks=None) -> tuple[list[float], set[str]]:
+    """STEPS of the trainer's own ``train_step`` (AdamW, weight decay on matrices, grad clip).
 
     Returns the losses and the names of the parameters that got a gradient.
     """
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "LayerNorm" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "LayerNorm" not in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": rest, "weight_decay": 0.0}], lr=1e-2)
+    rt = Runtime(torch.device("cpu"))
+    optimizer = adamw(model, lr=1e-2, weight_decay=0.01, rt=rt)
+    probe = _Probe(model, masks)
     batch = _batch()
-    inputs = {k: v for k, v in batch.items() if k != "target"}
     torch.manual_seed(11)  # the same dropout draws in every variant
     model.train()
-    losses = []
-    for _ in range(STEPS):
-        logits = model(**inputs).question_answering_score
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch["target"]) * ANSWERS
-        loss.backward()
-        with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
-        before_clip()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-        assert norm > GRAD_CLIP, "the test wants clipping active, so the masked gradient norm matters"
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        after_step()
-        losses.append(loss.item())
-    return losses, with_grad
+    losses = [train_step(model, batch, optimizer, rt, masks=probe, grad_clip=GRAD_CLIP).item() for _ in range(STEPS)]
+    return losses, probe.with_grad
 
 
 def _mask(model: torch.nn.Module) -> pruning.Mask:
@@ -85,7 +92,7 @@ def _train_enforcer() -> tuple[list[float], set[str], dict, pruning.Mask]:
     model = _model()
     mask = _mask(model)
     enforcer = pruning.MaskEnforcer(model, mask)
-    losses, with_grad = _train(model, enforcer.zero_grads, enforcer.apply)
+    losses, with_grad = _train(model, enforcer)
     return losses, with_grad, model.state_dict(), mask
 
 
@@ -97,18 +104,19 @@ def _train_naive(mask: pruning.Mask) -> tuple[list[float], dict]:
         for p, m in pairs:
             p.mul_(m)
 
-    @torch.no_grad()
-    def zero_grads():
-        for p, m in pairs:
-            if p.grad is not None:
-                p.grad.mul_(m)
+    class Naive:
+        @torch.no_grad()
+        def zero_grads(self):
+            for p, m in pairs:
+                if p.grad is not None:
+                    p.grad.mul_(m)
 
-    @torch.no_grad()
-    def apply():
-        for p, m in pairs:
-            p.data.mul_(m)
+        @torch.no_grad()
+        def apply(self):
+            for p, m in pairs:
+                p.data.mul_(m)
 
-    return _train(model, zero_grads, apply)[0], model.state_dict()
+    return _train(model, Naive())[0], model.state_dict()
 
 
 def _train_prune(mask: pruning.Mask) -> tuple[list[float], dict]:
@@ -116,7 +124,7 @@ def _train_prune(mask: pruning.Mask) -> tuple[list[float], dict]:
     modules = [model.get_submodule(name.rsplit(".", 1)[0]) for name in mask]
     for module, m in zip(modules, mask.values()):
         prune.custom_from_mask(module, "weight", m)
-    losses, _ = _train(model, lambda: None, lambda: None)
+    losses, _ = _train(model)
     for module in modules:
         prune.remove(module, "weight")  # the effective weight weight_orig * weight_mask, under the plain name
     return losses, model.state_dict()

@@ -5,8 +5,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from lxsweep.config import from_dict
-from lxsweep.plan import Plan, TrialKey, child_masks, mask_source, parent
+from lxsweep.plan import Plan, TrialKey, child_masks, mask_source, parent, trial_key, validate_key
 
 
 def K(name: str) -> TrialKey:
@@ -80,3 +82,37 @@ def test_plan_command_json(smoke_file):
     assert s["fine_tunes"] == 10 and s["critical_path"] == 4 and s["naive_fine_tunes"] == 22
     assert s["gpu_hours"] == 5.0 and s["wall_hours"] == 2.5
     assert s["trials"][0]["trial"] == "dense-L0-s0"
+
+
+def test_scratch_is_a_level_0_control_with_no_parent():
+    exp = from_dict({"pruning": {"levels": 2, "subnetworks": ["low", "scratch"]}})
+    plan = Plan(exp)
+    assert {k.name for k in plan.trials} == {"dense-L0-s0", "low-L1-s0", "low-L2-s0", "scratch-L0-s0"}
+    assert plan.parents[K("scratch-L0-s0")] is None and child_masks(exp, K("scratch-L0-s0")) == []
+    assert mask_source(exp, K("scratch-L0-s0")) is None
+    with pytest.raises(ValueError, match="scratch trains at level 0, not 1"):
+        validate_key(exp, K("scratch-L1-s0"))
+    with pytest.raises(ValueError, match="unknown subnetwork 'medium'"):
+        validate_key(exp, K("medium-L1-s0"))
+    assert trial_key(exp, 0, None, 0) == K("dense-L0-s0") and trial_key(exp, 0, "low", 0) == K("dense-L0-s0")
+    assert trial_key(exp, 0, "scratch", 0) == K("scratch-L0-s0") and trial_key(exp, 2, None, 0) == K("low-L2-s0")
+
+
+def test_missing_ancestors_walks_the_chain_prefix_oldest_first():
+    plan = Plan(from_dict({"pruning": {"levels": 3, "subnetworks": ["random"]}}))
+    # reinit is not among the experiment's subnetworks: the walk still follows its chain
+    assert plan.missing_ancestors(K("reinit-L3-s0"), done=set()) == [K("dense-L0-s0"), K("low-L1-s0"), K("low-L2-s0")]
+    assert plan.missing_ancestors(K("low-L3-s0"), done={K("low-L1-s0")}) == [K("low-L2-s0")]
+    assert plan.missing_ancestors(K("random-L2-s0"), done=set()) == []
+
+
+def test_a_registered_criterion_gets_its_own_chain():
+    from lxsweep import subnetworks
+
+    # the toy plugin, as an experiment file would name it under `plugins`
+    exp = from_dict({"plugins": ["toy_criterion"], "pruning": {"levels": 2, "subnetworks": ["toy", "random"]}})
+    assert "toy" in subnetworks.names() and subnetworks.criterion("toy").iterative
+    assert parent(exp, K("toy-L2-s0")) == K("toy-L1-s0")
+    assert child_masks(exp, K("dense-L0-s0")) == [K("toy-L1-s0")]
+    assert child_masks(exp, K("toy-L1-s0")) == [K("toy-L2-s0")]
+    assert Plan(exp).fine_tunes == 5

@@ -171,6 +171,16 @@ def test_trial_command_reproduces_a_sweep_trial(sweep):
     for k in ("accuracy", "accuracy_yesno", "accuracy_number", "accuracy_other", "train_loss", "sparsity"):
         assert again[k] == swept[k], k
     assert again["replica_digests"] == swept["replica_digests"]  # bit-identical final weights
+    assert f"{name}: 100%" in proc.stderr  # the progress bar
+    # Tracked like a sweep trial, but a re-run of a finished trial is a run of its own: the sweep's run is untouched.
+    from wandb_records import run_info
+
+    sweep_id = f"{exp.name}-{exp.hash}-{name}"
+    runs = [run_info(f) for f in Path(store.path("wandb")).rglob(f"*{name}*.wandb")]
+    assert [r.get("id") for r in runs if r.get("id") == sweep_id] == [sweep_id]
+    rerun = [r for r in runs if (r.get("id") or "").startswith(f"{sweep_id}-rerun-")]
+    assert len(rerun) == 1 and rerun[0]["job_type"] == "low" and rerun[0]["config"]["trial"] == name
+    assert [h["epoch"] for h in rerun[0]["history"] if "accuracy" in h] == list(range(1, exp.training.epochs + 1))
 
 
 def test_worker_crash_resumes_from_checkpoint_with_same_result(sweep, tmp_path):

@@ -11,6 +11,7 @@ import pytest
 
 from conftest import TINY
 from lxsweep.config import load_experiment
+from lxsweep.hooks import Tracking
 from lxsweep.plan import TrialKey
 from lxsweep.report import load_rows
 from lxsweep.store import Store
@@ -19,12 +20,9 @@ from lxsweep.train import run_trial
 from tensorboard_records import run as read_run
 
 
-def tracked_trial(exp, key: TrialKey, store: Store, run_id: str | None = None) -> dict:
-    """Run one trial the way a sweep worker does: every epoch to the tracker, then the final metrics."""
-    with open_trial_tracker(exp, key, store, run_id) as tracker:
-        final = run_trial(exp, key, store, report=lambda metrics, state: tracker.log_epoch(metrics), log=lambda s: None)
-        tracker.finish_trial(final)
-    return final
+def tracked_trial(exp, key: TrialKey, store: Store) -> dict:
+    """Run one trial with the tracking hook a sweep worker and `lxsweep trial` both pass."""
+    return run_trial(exp, key, store, hooks=[Tracking(exp, key, store)], log=lambda s: None)
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ def test_pruned_weights_stay_exactly_zero_with_adamw_weight_decay(exp):
     mask = pruning.random_mask({n: p.shape for n, p in params.items()}, 0.5, seed=0, level=1)
     assert exp.training.weight_decay > 0
     fit = _Fit(exp, runtime(exp), model, mask, data, tok, K("random-L1-s0"), epochs=1)
-    fit.run(None, log=lambda s: None)
+    fit.run(log=lambda s: None)
     for name, p in pruning.prunable_parameters(fit.model, exp.pruning.scope).items():
         assert torch.count_nonzero(p.detach()[~mask[name]]) == 0, name
         assert torch.count_nonzero(p.detach()[mask[name]]) > 0.99 * int(mask[name].sum()), name
@@ -92,6 +92,21 @@ def test_reinit_uses_the_ticket_mask_with_fresh_weights(smoke_file, tiny_overrid
     assert not torch.allclose(lw["lxmert.embeddings.word_embeddings.weight"], rw["lxmert.embeddings.word_embeddings.weight"])
     metrics = run_trial(exp, K("reinit-L1-s0"), store, log=lambda s: None)
     assert metrics["sparsity"] == pytest.approx(exp.sparsity(1), abs=1e-4)
+
+
+def test_scratch_trains_the_dense_model_from_fresh_weights(smoke_file, tiny_overrides):
+    exp = load_experiment(smoke_file, [*tiny_overrides, "pruning.subnetworks=[scratch]", "rewind.to=step", "rewind.step=3"])
+    store = Store.for_experiment(exp)
+    n = load_dataset(exp, store).num_answers
+    dense, _, _ = initial_model(exp, K("dense-L0-s0"), store, n, log=lambda s: None)
+    scratch, _, mask = initial_model(exp, K("scratch-L0-s0"), store, n, log=lambda s: None)
+    assert mask is None
+    d, s = dict(dense.named_parameters()), dict(scratch.named_parameters())
+    same = [name for name, p in d.items() if p.ndim == 2 and torch.equal(p, s[name])]  # every matrix is fresh
+    assert not same, same
+    metrics = run_trial(exp, K("scratch-L0-s0"), store, log=lambda s: None)
+    assert metrics["sparsity"] == 0.0 and metrics["child_masks"] == [] and metrics["level"] == 0
+    assert not store.exists("rewind/dense-s0-step3.safetensors")  # only the dense trial writes the rewind point
 
 
 def test_oneshot_masks_come_from_the_dense_weights(smoke_file, tiny_overrides):

@@ -18,7 +18,7 @@ from typing import Optional
 
 from lxsweep.config import Experiment
 from lxsweep.plan import TrialKey
-from lxsweep.store import Store
+from lxsweep.store import Store, tracker_dir
 from lxsweep.tracking.registry import register_tracker
 
 # Per-epoch scalars besides the accuracies, and the final metrics every tracker summarises.
@@ -53,7 +53,7 @@ def local_dir(store: Store, backend: str) -> Path:
     if store.uri:
         d = Path(tempfile.gettempdir()) / f"lxsweep-{backend}" / Path(store.root).name
     else:
-        d = Path(store.path(backend))
+        d = Path(store.path(tracker_dir(backend)))
     d.mkdir(parents=True, exist_ok=True)
     return d
 

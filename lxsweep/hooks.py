@@ -1,0 +1,122 @@
+"""Trial hooks shared by ``lxsweep trial`` and the Ray Train worker (none imports Ray).
+
+:func:`lxsweep.train.run_trial` calls them around the one training loop; the
+Ray-only hook (report and checkpoint) lives in lxsweep/sweep.py.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable
+
+from lxsweep.config import Experiment
+from lxsweep.plan import TrialKey
+from lxsweep.store import Store
+from lxsweep.train import TrialHook, TrialStart
+
+# Fault injection for tests and drills: "<trial>:<epoch>" hard-exits the worker after that epoch
+# unless it was resumed from a checkpoint (so a restart succeeds); "<trial>:<epoch>:always" every time.
+FAULT_ENV = "LXSWEEP_FAULT"
+
+
+def numbers(metrics: dict) -> dict:
+    """The numeric entries of an epoch's metrics (what trackers and Ray reports take)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+class Tracking(TrialHook):
+    """The trial's tracker run (rank 0 only): one point per epoch, the final metrics, closed on exit.
+
+    ``rerun=True`` (a local re-run of a trial the store already has) gives the
+    run an id of its own, so it never appends to the sweep's run of that trial.
+    """
+
+    def __init__(self, exp: Experiment, key: TrialKey, store: Store, rerun: bool = False):
+        self.exp, self.key, self.store, self.rerun = exp, key, store, rerun
+        self.tracker = None
+
+    def on_start(self, start: TrialStart) -> None:
+        if start.rank != 0:
+            return
+        from lxsweep.tracking import open_trial_tracker
+        from lxsweep.tracking.base import default_run_id
+
+        run_id = None  # the sweep's run of this trial: a resumed attempt continues it
+        if self.rerun:
+            run_id = f"{default_run_id(self.exp, self.key.name)[:110]}-rerun-{time.strftime('%Y%m%d-%H%M%S')}"
+        self.tracker = open_trial_tracker(self.exp, self.key, self.store, run_id)
+
+    def on_epoch(self, metrics: dict, state: Callable[[], dict]) -> None:
+        if self.tracker is not None:
+            self.tracker.log_epoch(numbers(metrics))
+
+    def on_end(self, metrics: dict) -> None:
+        if self.tracker is not None:
+            self.tracker.finish_trial(metrics)
+
+    def on_close(self, ok: bool) -> None:
+        if self.tracker is not None:
+            self.tracker.close(ok)
+            self.tracker = None
+
+
+class ProgressBar(TrialHook):
+    """A tqdm bar over the trial's optimizer steps (on stderr), with the last epoch's accuracy."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def on_start(self, start: TrialStart) -> None:
+        from tqdm import tqdm
+
+        if start.rank == 0:
+            self.bar = tqdm(total=start.total_steps, initial=start.step, desc=start.key.name, unit="step",
+                            dynamic_ncols=True)
+
+    def on_step(self, step: int) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def on_epoch(self, metrics: dict, state: Callable[[], dict]) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(epoch=metrics["epoch"], accuracy=f"{metrics['accuracy']:.4f}")
+
+    def on_close(self, ok: bool) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class FaultInjection(TrialHook):
+    """Hard-exit the process after epoch E of trial T (``LXSWEEP_FAULT=T:E[:always]``), as a lost worker would."""
+
+    def __init__(self, spec: str):
+        parts = spec.split(":")
+        self.trial, self.epoch, self.always = parts[0], int(parts[1]), parts[2:] == ["always"]
+        self.armed = False
+
+    @classmethod
+    def from_env(cls) -> list["FaultInjection"]:
+        """The hook the environment asks for, if any (a list, to splat into the hooks)."""
+        spec = os.environ.get(FAULT_ENV)
+        return [cls(spec)] if spec else []
+
+    def on_start(self, start: TrialStart) -> None:
+        self.armed = start.key.name == self.trial and (not start.resumed or self.always)
+
+    def on_epoch(self, metrics: dict, state: Callable[[], dict]) -> None:
+        if self.armed and metrics["epoch"] == self.epoch:
+            # Die a few seconds into the next epoch, as an OOM kill or a lost node would: by then Ray Train
+            # has registered this epoch's checkpoint (reports are committed when its controller polls).
+            time.sleep(3)
+            os._exit(17)
+
+
+def log_line(line: str) -> None:
+    """Print a log line above an active progress bar."""
+    import sys
+
+    from tqdm import tqdm
+
+    tqdm.write(line, file=sys.stdout)
+    sys.stdout.flush()

@@ -1,0 +1,210 @@
+"""Subnetworks as data: the registry every module reads (plan, train, report, status, CLI, config).
+
+A subnetwork is named by a *criterion* or a *control* (or is ``dense``):
+
+- a **criterion** decides which weights are removed and where its scores come
+  from. It is ``iterative`` (a chain: the mask of level k is computed from the
+  trained weights of level k-1 of the same chain; level 1 from the dense
+  model) or ``generated`` (no parent: the mask is made at the start of the
+  trial from the seed and the level);
+- a **control** decides which weights the kept ones start from and where its
+  mask comes from: ``reinit`` trains the ``low`` chain's mask from fresh random
+  weights; ``scratch`` trains the dense model from fresh random weights, no
+  mask, at level 0 (no pretraining).
+
+Adding a criterion is one function plus one :func:`register_criterion` call,
+e.g. in a plugin module named in the experiment's ``plugins`` list (imported
+wherever an experiment is built: the driver and every Ray worker).
+
+Light on purpose: no torch at import (config validation reads the names).
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Mapping, Optional, Union
+
+if TYPE_CHECKING:
+    import torch
+
+DENSE = "dense"  # level 0: the fine-tuned rewind point, parent of every chain
+TICKET = "low"  # the lottery ticket: `lxsweep status` reports the sparsest one near dense
+DEFAULT = ("low", "high", "random")  # pruning.subnetworks when an experiment names none
+FRESH_INIT = "reinit"  # seed purpose of a control's fresh weights (kept: stores' reinit results depend on it)
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+# Styles for names registered without one and for names a report finds but the registry lacks.
+_PALETTE = ("#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#ffbb78", "#aec7e8", "#98df8a")
+_MARKERS = ("v", "P", "X", "*", "h", "<", ">", "p")
+
+
+@dataclass(frozen=True)
+class MaskInputs:
+    """What a criterion sees when it makes the mask of one level.
+
+    ``weights``: the prunable tensors by name (iterative: the parent trial's
+    trained weights; generated: the rewind point's). ``current``: the parent's
+    mask (all True at level 1 and for generated criteria); a child mask must
+    be a subset of it. ``sparsity``: the fraction of all prunable weights the
+    result removes.
+    """
+
+    weights: Mapping[str, "torch.Tensor"]
+    current: Mapping[str, "torch.Tensor"]
+    sparsity: float
+    seed: int
+    level: int
+    layerwise: bool
+
+
+MaskFn = Callable[[MaskInputs], dict]
+InitFn = Callable[["torch.nn.Module", int], None]
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """Which weights are removed: ``mask(inputs)`` returns the kept-weights mask."""
+
+    name: str
+    mask: MaskFn
+    iterative: bool  # True: a chain (parent = level k-1); False: generated at the trial's start
+    scores: str  # where its scores come from, one line (docs, `lxsweep plan`)
+    color: Optional[str] = None
+    marker: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Control:
+    """Which weights the kept ones start from (``init(model, seed)``) and whose mask they train with."""
+
+    name: str
+    mask_of: Optional[str]  # the criterion whose mask it trains with; None = no mask, level 0 only
+    init: InitFn
+    start: str  # where the kept weights start, one line
+    color: Optional[str] = None
+    marker: Optional[str] = None
+
+
+Subnetwork = Union[Criterion, Control]
+_REGISTRY: dict[str, Subnetwork] = {}
+_BUILTIN: set[str] = set()
+
+
+def _register(entry: Subnetwork) -> Subnetwork:
+    if not _NAME.match(entry.name) or entry.name == DENSE:
+        raise ValueError(f"subnetwork name {entry.name!r}: expected letters, digits and '_', not {DENSE!r}")
+    if entry.name in _BUILTIN:
+        raise ValueError(f"subnetwork {entry.name!r} is built in; register your variant under another name")
+    _REGISTRY[entry.name] = entry  # a plugin module imported again replaces its own entry
+    return entry
+
+
+def register_criterion(name: str, mask: MaskFn, *, iterative: bool, scores: str,
+                       color: Optional[str] = None, marker: Optional[str] = None) -> Criterion:
+    """Add a pruning criterion. ``mask(MaskInputs) -> {name: bool tensor}`` (True = kept)."""
+    return _register(Criterion(name, mask, iterative, scores, color, marker))
+
+
+def register_control(name: str, *, mask_of: Optional[str], init: InitFn, start: str,
+                     color: Optional[str] = None, marker: Optional[str] = None) -> Control:
+    """Add a control. ``mask_of``: a registered criterion (its mask at each level) or None (dense, level 0)."""
+    if mask_of is not None and not isinstance(_REGISTRY.get(mask_of), Criterion):
+        raise ValueError(f"control {name!r}: mask_of {mask_of!r} is not a registered criterion")
+    return _register(Control(name, mask_of, init, start, color, marker))
+
+
+# -- lookups ------------------------------------------------------------------
+
+
+def names() -> tuple[str, ...]:
+    """Every registered subnetwork, in registration order (built-ins first)."""
+    return tuple(_REGISTRY)
+
+
+def get(name: str) -> Subnetwork:
+    """The registered criterion or control; ValueError naming the known ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown subnetwork {name!r}; expected one of {', '.join(_REGISTRY)} "
+                         "(or register it in a module named under `plugins`)") from None
+
+
+def criterion(name: str) -> Optional[Criterion]:
+    """The criterion whose mask ``name`` trains with (itself, a control's ``mask_of``), or None."""
+    if name == DENSE:
+        return None
+    entry = get(name)
+    if isinstance(entry, Criterion):
+        return entry
+    return get(entry.mask_of) if entry.mask_of else None  # type: ignore[return-value]
+
+
+def control(name: str) -> Optional[Control]:
+    """The control ``name`` names, or None (dense or a criterion)."""
+    entry = None if name == DENSE else get(name)
+    return entry if isinstance(entry, Control) else None
+
+
+def levels(name: str, num_levels: int) -> range:
+    """The levels a subnetwork trains at: 0 without a mask (dense, scratch), else 1..L."""
+    return range(0, 1) if criterion(name) is None else range(1, num_levels + 1)
+
+
+def chains(wanted: list[str]) -> list[str]:
+    """Iterative criteria whose masks the wanted subnetworks need, in registration order."""
+    need = {c.name for c in map(criterion, wanted) if c is not None and c.iterative}
+    return [n for n in _REGISTRY if n in need]
+
+
+def order(name: str) -> int:
+    """Sort rank: dense first, then registration order, then names the registry lacks."""
+    if name == DENSE:
+        return 0
+    return 1 + (list(_REGISTRY).index(name) if name in _REGISTRY else len(_REGISTRY))
+
+
+def style(name: str) -> tuple[str, str]:
+    """(colour, marker) for figures: the registered one, else picked from the name (stable everywhere)."""
+    entry = _REGISTRY.get(name)
+    pick = int(hashlib.sha256(name.encode()).hexdigest(), 16)
+    color = entry.color if entry is not None and entry.color else _PALETTE[pick % len(_PALETTE)]
+    marker = entry.marker if entry is not None and entry.marker else _MARKERS[pick // len(_PALETTE) % len(_MARKERS)]
+    return color, marker
+
+
+# -- the built-ins ------------------------------------------------------------
+
+
+def _magnitude(kind: str) -> MaskFn:
+    def mask(inputs: MaskInputs) -> dict:
+        from lxsweep.pruning import magnitude_mask
+
+        return magnitude_mask(inputs.weights, inputs.current, inputs.sparsity, kind, inputs.layerwise)
+    return mask
+
+
+def _random(inputs: MaskInputs) -> dict:
+    from lxsweep.pruning import random_mask
+
+    return random_mask({n: w.shape for n, w in inputs.weights.items()}, inputs.sparsity, inputs.seed, inputs.level)
+
+
+def _fresh(model: "torch.nn.Module", seed: int) -> None:
+    from lxsweep.model import reinitialize
+
+    reinitialize(model, seed)
+
+
+register_criterion("low", _magnitude("low"), iterative=True, color="#1f77b4", marker="o",
+                   scores="|w| of the parent's trained weights: smallest removed (the lottery ticket)")
+register_criterion("high", _magnitude("high"), iterative=True, color="#ff7f0e", marker="s",
+                   scores="|w| of the parent's trained weights: largest removed")
+register_criterion("random", _random, iterative=False, color="#2ca02c", marker="^",
+                   scores="uniform keys seeded by (seed, level, tensor): smallest removed")
+register_control("reinit", mask_of="low", init=_fresh, color="#9467bd", marker="D",
+                 start="fresh random weights (seeded by the trial) under the low chain's mask")
+register_control("scratch", mask_of=None, init=_fresh, color="#d62728", marker="x",
+                 start="fresh random weights, no mask, no pretraining: the dense model trained from scratch")
+_BUILTIN.update(_REGISTRY)
