@@ -117,6 +117,8 @@ class PruningConfig:
     levels: int = selects(10)
     sparsities: Optional[list[float]] = None  # explicit level sparsities; overrides rate
     subnetworks: list[str] = selects(default_factory=lambda: list(subnetworks.DEFAULT))  # lxsweep/subnetworks.py
+    # Levels to run for some subnetworks instead of all, e.g. {high: [1, 2, 3], reinit: [2, 10]}.
+    levels_of: dict = selects(default_factory=dict)
     scope: list[str] = field(default_factory=lambda: list(SCOPE_GROUPS))
     layerwise: bool = False
     schedule: Literal["iterative", "oneshot"] = "iterative"
@@ -176,6 +178,11 @@ class Experiment:
         if self.pruning.sparsities is not None:
             return float(self.pruning.sparsities[level - 1])
         return 1.0 - (1.0 - self.pruning.rate) ** level
+
+    def levels_of(self, name: str) -> list[int]:
+        """The levels subnetwork ``name`` trains at: ``pruning.levels_of[name]`` or all of its levels."""
+        chosen = self.pruning.levels_of.get(name)
+        return list(chosen) if chosen is not None else list(subnetworks.levels(name, self.num_levels))
 
     @property
     def num_levels(self) -> int:
@@ -424,6 +431,14 @@ def _validate(exp: Experiment, where: str) -> None:
             raise ConfigError(f"{where}: pruning.subnetworks[{i}]: {exc}") from None
     if len(set(p.subnetworks)) != len(p.subnetworks):
         fail("pruning.subnetworks", p.subnetworks, "each subnetwork once")
+    for name, chosen in p.levels_of.items():
+        key = f"pruning.levels_of.{name}"
+        if name not in p.subnetworks:
+            raise ConfigError(f"{where}: {key}: {name!r} is not in pruning.subnetworks {p.subnetworks}; add it there or drop this key")
+        allowed = list(subnetworks.levels(name, exp.num_levels))
+        if (not isinstance(chosen, list) or not chosen
+                or any(isinstance(v, bool) or not isinstance(v, int) or v not in allowed for v in chosen)):
+            fail(key, chosen, f"a non-empty list of levels among {allowed[0]}..{allowed[-1]}")
     if not p.scope:
         fail("pruning.scope", p.scope, "at least one of " + ", ".join(SCOPE_GROUPS))
     for i, g in enumerate(p.scope):

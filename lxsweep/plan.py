@@ -125,8 +125,7 @@ class Plan:
         """The trials the experiment asks for (dense included) plus their ancestors."""
         exp, wanted = self.exp, set()
         for seed in exp.seeds:
-            asked = [dense_key(seed)] + [TrialKey(k, s, seed) for s in exp.pruning.subnetworks
-                                         for k in subnetworks.levels(s, exp.num_levels)]
+            asked = [dense_key(seed)] + [TrialKey(k, s, seed) for s in exp.pruning.subnetworks for k in exp.levels_of(s)]
             for key in asked:
                 while key is not None and key not in wanted:
                     wanted.add(key)
