@@ -1,37 +1,88 @@
-"""Reports from the store alone: results.csv, results.md and the paper's figure.
+"""Reports from the store alone: tables, seed statistics, baselines and the figures.
 
-Everything is computed from the trials' ``metrics.json`` files, so a report
-can be regenerated at any time (during a sweep, after it, on another machine).
+Everything is computed from files in the store — each trial's ``metrics.json``
+(with its per-epoch history) and ``sparsity.json``, and the data's
+``baselines.json`` — so a report can be regenerated at any time (during a
+sweep, after it, on another machine):
+
+- ``results.csv``: one row per trial;
+- ``results.md``: the baselines, mean ± std over seeds per subnetwork and level,
+  paired differences with 95% intervals (does a gap exceed seed noise?), and
+  where iterative pruning removes weights (per group);
+- ``accuracy_vs_sparsity.png``: the paper's figure, with the question-only
+  baselines drawn as reference lines;
+- ``training_curves.png``: validation accuracy per epoch (has every arm plateaued?);
+- ``where_pruned.png``: sparsity per group of layers along each chain.
 """
 from __future__ import annotations
 
 import csv
 import io
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
+from typing import Optional
 
 from lxsweep import subnetworks
-from lxsweep.store import TRIALS_DIR, Store, metrics_path, report_path
+from lxsweep.stats import paired_difference
+from lxsweep.store import TRIALS_DIR, Store, metrics_path, report_path, sparsity_path
 from lxsweep.subnetworks import DENSE
 
 ACCURACY_COLUMNS = ("accuracy", "accuracy_yesno", "accuracy_number", "accuracy_other")
 PANELS = {"accuracy": "overall", "accuracy_yesno": "yes/no", "accuracy_number": "number", "accuracy_other": "other"}
-REPORT_FILES = ("results.csv", "results.md", "accuracy_vs_sparsity.png")
+REPORT_FILES = ("results.csv", "results.md", "accuracy_vs_sparsity.png", "training_curves.png", "where_pruned.png")
+MAX_KIND_PANELS = 8  # real VQA has 65 question types: too many panels; their numbers stay in the CSV
+BASELINE_STYLE = {"blind": (":", "blind (question only)"), "majority": ("-.", "majority answer")}
+# Pairs whose difference the report tests against seed noise, at every level both have.
+COMPARISONS = (("low", DENSE), ("low", "random"), ("high", "random"), ("low", "high"), ("random", DENSE),
+               ("reinit", "low"))
+GROUPS = ("language", "vision", "cross", "pooler")
 
 
-def load_rows(store: Store) -> list[dict]:
+# -- reading the store -------------------------------------------------------------
+
+
+def load_rows(store: Store, with_history: bool = False) -> list[dict]:
     """One row per finished trial, from ``trials/*/metrics.json``, in (subnetwork, level, seed) order."""
     rows = []
+    drop = ("child_masks",) if with_history else ("history", "child_masks")
     for name in store.listdir(TRIALS_DIR):
         if store.exists(metrics_path(name)):
             m = store.read_json(metrics_path(name))
-            rows.append({k: v for k, v in m.items() if k not in ("history", "child_masks")})
+            rows.append({k: v for k, v in m.items() if k not in drop})
     return sorted(rows, key=lambda r: (subnetworks.order(r["subnetwork"]), r["subnetwork"], r["level"], r["seed"]))
 
 
+def load_group_sparsity(store: Store, rows: list[dict]) -> dict[str, dict]:
+    """Per masked trial, its ``sparsity.json`` (overall, per group, per layer)."""
+    out = {}
+    for r in rows:
+        if r["level"] > 0 and store.exists(sparsity_path(r["trial"])):
+            out[r["trial"]] = store.read_json(sparsity_path(r["trial"]))
+    return out
+
+
+def load_baselines(store: Store) -> Optional[dict]:
+    """The data's question-only baselines: ``baselines.json``, computed from the data when it can be read."""
+    from lxsweep.baselines import BASELINES_FILE, experiment_baselines
+    from lxsweep.store import EXPERIMENT_FILE, read_experiment
+
+    if store.exists(BASELINES_FILE):
+        return store.read_json(BASELINES_FILE)
+    if not store.exists(EXPERIMENT_FILE):
+        return None
+    try:
+        return experiment_baselines(read_experiment(store), store)
+    except (OSError, ValueError):  # the data is not reachable from here (e.g. a cluster path): report without
+        return None
+
+
+# -- numbers -----------------------------------------------------------------------
+
+
 def kind_columns(rows: list[dict]) -> list[str]:
-    """Per-question-kind accuracy columns (synthetic task), beyond the answer types."""
+    """Per-question-kind accuracy columns (VQA's question_type), beyond the answer types."""
     return sorted({k for r in rows for k in r if k.startswith("accuracy_") and k not in ACCURACY_COLUMNS})
 
 
@@ -40,13 +91,13 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
-    """Mean and std over seeds per (subnetwork, level); dense rows count as level 0 of every subnetwork."""
+    """Mean and std over seeds per (subnetwork, level)."""
     groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
     for r in rows:
         groups[(r["subnetwork"], r["level"])].append(r)
     metrics = [*ACCURACY_COLUMNS, *kind_columns(rows)]
     out = []
-    for (sub, level), rs in sorted(groups.items(), key=lambda x: (x[0][1], x[0][0])):
+    for (sub, level), rs in sorted(groups.items(), key=lambda x: (x[0][1], subnetworks.order(x[0][0]), x[0][0])):
         a = {"subnetwork": sub, "level": level, "seeds": len(rs),
              "sparsity": statistics.fmean(r["sparsity"] for r in rs) if level else 0.0}
         for m in metrics:
@@ -57,20 +108,64 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return out
 
 
-def tolerance_table(agg: list[dict], points: tuple[float, ...] = (1.0, 3.0)) -> dict[str, dict[float, float | None]]:
-    """For each subnetwork, the largest sparsity whose mean accuracy is within ``points`` of dense."""
+def _by_seed(rows: list[dict], sub: str, level: int, metric: str = "accuracy") -> dict[int, float]:
+    return {r["seed"]: r[metric] for r in rows if r["subnetwork"] == sub and r["level"] == level and metric in r}
+
+
+def comparisons(rows: list[dict], metric: str = "accuracy") -> list[dict]:
+    """Paired differences (same seed) with 95% intervals, for :data:`COMPARISONS` at every level both sides have.
+
+    ``dense`` is compared at level 0 against every level of the other side.
+    """
+    out = []
+    levels = sorted({r["level"] for r in rows if r["level"] > 0})
+    for a, b in COMPARISONS:
+        for level in levels:
+            left = _by_seed(rows, a, level, metric)
+            right = _by_seed(rows, b, 0 if b == DENSE else level, metric)
+            diff = paired_difference(left, right) if left and right else None
+            if diff is not None:
+                out.append({"a": a, "b": b, "level": level, "sparsity": statistics.fmean(
+                    r["sparsity"] for r in rows if r["subnetwork"] == a and r["level"] == level), "diff": diff})
+    return out
+
+
+def tolerance_table(rows: list[dict], points: tuple[float, ...] = (1.0, 3.0)) -> dict[str, dict[float, float | None]]:
+    """Per pruned subnetwork, the largest sparsity whose mean accuracy is within ``points`` of dense's mean."""
+    agg = aggregate(rows)
     dense = next((a for a in agg if a["subnetwork"] == DENSE), None)
     if dense is None:
         return {}
     base = dense["accuracy_mean"] * 100
     out: dict[str, dict[float, float | None]] = {}
-    for sub in sorted({a["subnetwork"] for a in agg} - {DENSE}):
-        levels = sorted((a for a in agg if a["subnetwork"] == sub), key=lambda a: a["level"])
+    for sub in sorted({a["subnetwork"] for a in agg if a["level"] > 0}, key=subnetworks.order):
+        levels = [a for a in agg if a["subnetwork"] == sub]
         out[sub] = {}
         for p in points:
             ok = [a["sparsity"] for a in levels if a["accuracy_mean"] * 100 >= base - p]
             out[sub][p] = max(ok) if ok else None
     return out
+
+
+def group_sparsity_table(rows: list[dict], sparsity: dict[str, dict]) -> list[dict]:
+    """Per (subnetwork, level): mean sparsity of each group of layers over seeds."""
+    cells: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for r in rows:
+        report = sparsity.get(r["trial"])
+        if report and "groups" in report:
+            cells[(r["subnetwork"], r["level"])].append(report)
+    out = []
+    for (sub, level), reports in sorted(cells.items(), key=lambda x: (subnetworks.order(x[0][0]), x[0][1])):
+        row = {"subnetwork": sub, "level": level, "sparsity": statistics.fmean(rep["sparsity"] for rep in reports)}
+        for g in GROUPS:
+            vals = [rep["groups"][g]["sparsity"] for rep in reports if g in rep["groups"]]
+            if vals:
+                row[g] = statistics.fmean(vals)
+        out.append(row)
+    return out
+
+
+# -- text --------------------------------------------------------------------------
 
 
 def to_csv(rows: list[dict]) -> str:
@@ -84,33 +179,96 @@ def to_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def to_markdown(rows: list[dict], title: str) -> str:
+def _label(metric: str) -> str:
+    return PANELS.get(metric, metric[len("accuracy_"):])
+
+
+def to_markdown(rows: list[dict], title: str, baselines: Optional[dict] = None,
+                sparsity: Optional[dict[str, dict]] = None) -> str:
     agg = aggregate(rows)
     kinds = kind_columns(rows)
+    metrics = [*ACCURACY_COLUMNS, *kinds]
     lines = [f"# {title}", "", f"{len(rows)} trials. Accuracy is the official VQA metric (%), mean ± std over seeds.", ""]
-    head = ["subnetwork", "level", "sparsity %", "seeds", "overall", "yes/no", "number", "other", *[k[len('accuracy_'):] for k in kinds]]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    head = ["subnetwork", "level", "sparsity %", "seeds", *[_label(m) for m in metrics]]
+    table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    if baselines:
+        lines += ["Baselines that never look at the image (learned on the training split):", ""]
+        lines += table[:2]
+        for name in ("majority", "blind"):
+            b = baselines.get(name, {})
+            lines.append("| " + " | ".join([f"*{name}*", "", "", "", *[f"{100 * b[m]:.2f}" if m in b else "–" for m in metrics]]) + " |")
+        lines.append("")
+    lines += table
     for a in agg:
         cells = [a["subnetwork"], str(a["level"]), f"{100 * a['sparsity']:.1f}", str(a["seeds"])]
-        for m in [*ACCURACY_COLUMNS, *kinds]:
-            cells.append(f"{100 * a[m + '_mean']:.2f} ± {100 * a[m + '_std']:.2f}" if f"{m}_mean" in a else "–")
+        cells += [f"{100 * a[m + '_mean']:.2f} ± {100 * a[m + '_std']:.2f}" if f"{m}_mean" in a else "–" for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
-    tol = tolerance_table(agg)
+    dense = next((a for a in agg if a["subnetwork"] == DENSE), None)
+    if baselines and dense:
+        blind = baselines.get("blind", {})
+        gaps = [f"{_label(m)} {100 * (dense[m + '_mean'] - blind[m]):+.1f}" for m in metrics if m in blind and f"{m}_mean" in dense]
+        lines += ["", "Dense minus the blind baseline (points): " + ", ".join(gaps) + "."]
+    comps = comparisons(rows)
+    if comps:
+        lines += ["", "Paired differences in overall accuracy (points; same seed, mean and 95% interval over seeds). "
+                  "**Bold**: the interval excludes zero, so the difference exceeds seed noise.", "",
+                  "| comparison | level | sparsity % | difference [95% CI] |", "|---|---|---|---|"]
+        for c in comps:
+            text = c["diff"].format()
+            lines.append(f"| {c['a']} − {c['b']} | {c['level']} | {100 * c['sparsity']:.1f} | "
+                         + (f"**{text}**" if c["diff"].excludes_zero else text) + " |")
+    tol = tolerance_table(rows)
     if tol:
-        lines += ["", "Largest sparsity whose mean accuracy stays within 1 / 3 points of dense:", "",
+        lines += ["", "Largest sparsity whose mean accuracy stays within 1 / 3 points of dense's mean:", "",
                   "| subnetwork | within 1 point | within 3 points |", "|---|---|---|"]
         for sub, t in tol.items():
             cells = [f"{100 * t[p]:.1f}%" if t[p] is not None else "none" for p in (1.0, 3.0)]
             lines.append(f"| {sub} | {cells[0]} | {cells[1]} |")
+    groups = group_sparsity_table(rows, sparsity or {})
+    if groups:
+        lines += ["", "Where pruning removes weights: sparsity (%) of each group of layers, mean over seeds "
+                  "(each trial's `sparsity.json` has every layer).", "",
+                  "| subnetwork | level | overall | " + " | ".join(GROUPS) + " |", "|---|---|---|" + "---|" * len(GROUPS)]
+        for g in groups:
+            lines.append(f"| {g['subnetwork']} | {g['level']} | {100 * g['sparsity']:.1f} | "
+                         + " | ".join(f"{100 * g[k]:.1f}" if k in g else "–" for k in GROUPS) + " |")
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict], path: str | Path, title: str) -> None:
-    """The paper's figure: accuracy vs sparsity per subnetwork, error bars over seeds, dense reference.
+# -- figures -----------------------------------------------------------------------
+
+
+def _remaining_axis(ax, max_sparsity: float) -> None:
+    """x = weights remaining on a log scale (LTH convention), labelled as sparsity %."""
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ticks = [t for t in (0, 20, 50, 70, 80, 90, 95, 98, 99) if t <= 100 * max_sparsity + 1]
+    ax.set_xticks([100 - t for t in ticks])
+    ax.set_xticklabels([str(t) for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("sparsity (% of prunable weights removed)")
+
+
+def _y_range(values: list[float], floor_span: float = 30.0) -> tuple[float, float]:
+    """A y range holding every value, never narrower than ``floor_span`` points (noise must look like noise)."""
+    lo, hi = min(values), max(values)
+    if hi - lo < floor_span:
+        mid = (lo + hi) / 2
+        lo, hi = mid - floor_span / 2, mid + floor_span / 2
+    pad = 0.06 * (hi - lo)
+    lo, hi = max(0.0, lo - pad), min(100.0, hi + pad)
+    if hi - lo < floor_span:  # pinned at 0 or 100
+        lo, hi = (0.0, floor_span) if lo == 0.0 else (100.0 - floor_span, 100.0)
+    return lo, hi
+
+
+def plot(rows: list[dict], path: str | Path, title: str, baselines: Optional[dict] = None) -> None:
+    """Accuracy vs sparsity per subnetwork (mean, band = ±1 std over seeds), dense and the baselines as lines.
 
     One panel per answer type (overall, yes/no, number, other); a second row
-    per question kind when the data has kinds beyond the answer types (the
-    synthetic task's count / attribute / exist / spatial).
+    per question kind when the data has a few (the synthetic task's count /
+    attribute / exist / spatial). Controls without a chain (scratch) are drawn
+    as single points at 0%.
     """
     import matplotlib
 
@@ -119,51 +277,159 @@ def plot(rows: list[dict], path: str | Path, title: str) -> None:
 
     agg = aggregate(rows)
     kinds = kind_columns(rows)
-    panels = [list(PANELS.items())] + ([[(k, k[len("accuracy_"):]) for k in kinds]] if kinds else [])
+    panels = [list(PANELS.items())]
+    if 0 < len(kinds) <= MAX_KIND_PANELS:
+        panels.append([(k, k[len("accuracy_"):]) for k in kinds])
     ncols = max(len(r) for r in panels)
-    fig, axes = plt.subplots(len(panels), ncols, figsize=(16, 4.2 * len(panels)), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(len(panels), ncols, figsize=(4.4 * ncols, 4.3 * len(panels)), dpi=100, squeeze=False)
     dense = next((a for a in agg if a["subnetwork"] == DENSE), None)
-    # Every subnetwork in the results, known to the registry or not (a plugin's, read back elsewhere).
     subs = sorted({a["subnetwork"] for a in agg} - {DENSE}, key=lambda s: (subnetworks.order(s), s))
+    max_sparsity = max((a["sparsity"] for a in agg), default=0.0)
     for row, items in zip(axes, panels):
         for ax in row[len(items):]:
             ax.axis("off")
         for ax, (metric, label) in zip(row, items):
+            values = []
             for sub in subs:
                 pts = sorted((a for a in agg if a["subnetwork"] == sub and f"{metric}_mean" in a), key=lambda a: a["level"])
-                if dense and f"{metric}_mean" in dense and pts and pts[0]["level"] > 0:
-                    pts = [dense] + pts  # a pruned subnetwork starts at the dense model (scratch is its own point)
+                if not pts:
+                    continue
                 color, marker = subnetworks.style(sub)
-                xs = [100 * a["sparsity"] for a in pts]
+                if pts[0]["level"] > 0 and dense and f"{metric}_mean" in dense and subnetworks.criterion(sub) is not None \
+                        and subnetworks.control(sub) is None:
+                    pts = [dense] + pts  # a criterion's curve starts at the dense model
+                xs = [100 * (1 - a["sparsity"]) for a in pts]
                 ys = [100 * a[f"{metric}_mean"] for a in pts]
                 es = [100 * a[f"{metric}_std"] for a in pts]
-                ax.errorbar(xs, ys, yerr=es, marker=marker, ms=4, capsize=3, color=color, label=sub, alpha=0.9)
+                values += ys
+                style = "-" if len(pts) > 1 and subnetworks.control(sub) is None else "none"
+                ax.plot(xs, ys, ls=style, marker=marker, ms=5 if style == "none" else 3.5, color=color, label=sub)
+                if len(pts) > 1 and style != "none":
+                    ax.fill_between(xs, [y - e for y, e in zip(ys, es)], [y + e for y, e in zip(ys, es)], color=color, alpha=0.18, lw=0)
+                else:
+                    ax.errorbar(xs, ys, yerr=es, ls="none", color=color, capsize=3)
             if dense and f"{metric}_mean" in dense:
-                ax.axhline(100 * dense[f"{metric}_mean"], color="gray", ls="--", lw=1, label="dense")
+                ax.axhline(100 * dense[f"{metric}_mean"], color="black", ls="--", lw=1, label="dense")
+                values.append(100 * dense[f"{metric}_mean"])
+            for name, (ls, text) in BASELINE_STYLE.items():
+                value = (baselines or {}).get(name, {}).get(metric)
+                if value is not None:
+                    ax.axhline(100 * value, color="gray", ls=ls, lw=1.2, label=text)
+                    values.append(100 * value)
+            if values:
+                ax.set_ylim(*_y_range(values))
+            _remaining_axis(ax, max_sparsity)
             ax.set_title(label)
-            ax.set_xlabel("sparsity (% of prunable weights removed)")
             ax.grid(alpha=0.3)
         row[0].set_ylabel("VQA accuracy (%)")
-    axes[0][0].legend(loc="lower left", fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 9), fontsize=9, frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_curves(rows: list[dict], path: str | Path, title: str) -> None:
+    """Validation accuracy after each epoch, mean over seeds: one panel per subnetwork, one line per level."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves: dict[str, dict[int, list[list[float]]]] = defaultdict(lambda: defaultdict(list))
+    sparsity: dict[tuple[str, int], float] = {}
+    for r in rows:
+        hist = [h["accuracy"] for h in r.get("history", []) if "accuracy" in h]
+        if hist:
+            curves[r["subnetwork"]][r["level"]].append(hist)
+            sparsity[(r["subnetwork"], r["level"])] = r["sparsity"]
+    subs = sorted(curves, key=lambda s: (subnetworks.order(s), s))
+    if not subs:
+        return
+    cols = min(len(subs), 3)
+    nrows = math.ceil(len(subs) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.8 * nrows), dpi=100, squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for ax in axes.flat[len(subs):]:
+        ax.axis("off")
+    for ax, sub in zip(axes.flat, subs):
+        levels = sorted(curves[sub])
+        for level in levels:
+            runs = curves[sub][level]
+            length = min(len(h) for h in runs)
+            mean = [100 * statistics.fmean(h[i] for h in runs) for i in range(length)]
+            shade = cmap(sparsity[(sub, level)] / 1.0)
+            ax.plot(range(1, length + 1), mean, color=shade, marker="o", ms=2.5, lw=1.2,
+                    label=f"{100 * sparsity[(sub, level)]:.0f}%")
+        ax.set_title(sub)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=2, title="sparsity", title_fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
+def plot_where_pruned(rows: list[dict], sparsity: dict[str, dict], path: str | Path, title: str) -> bool:
+    """Sparsity of each group of layers against overall sparsity, one panel per subnetwork with a mask."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = group_sparsity_table(rows, sparsity)
+    subs = sorted({g["subnetwork"] for g in table}, key=subnetworks.order)
+    if not subs:
+        return False
+    fig, axes = plt.subplots(1, len(subs), figsize=(4.2 * len(subs), 3.8), dpi=100, squeeze=False)
+    colors = {"language": "#1f77b4", "vision": "#2ca02c", "cross": "#d62728", "pooler": "#7f7f7f"}
+    for ax, sub in zip(axes[0], subs):
+        pts = [g for g in table if g["subnetwork"] == sub]
+        xs = [100 * g["sparsity"] for g in pts]
+        for group in GROUPS:
+            ys = [100 * g[group] for g in pts if group in g]
+            if len(ys) == len(xs):
+                ax.plot(xs, ys, marker="o", ms=3, color=colors[group], label=group)
+        ax.plot([0, 100], [0, 100], color="black", lw=0.8, ls=":", label="uniform")
+        ax.set_xlim(0, 100)
+        ax.set_ylim(0, 100)
+        ax.set_title(sub)
+        ax.set_xlabel("overall sparsity (%)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("group sparsity (%)")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
 def write_report(store: Store) -> list[str]:
-    """Write results.csv, results.md and accuracy_vs_sparsity.png into ``<store>/report``."""
+    """Write the report files (:data:`REPORT_FILES`) into ``<store>/report``; returns their paths."""
     import tempfile
 
-    rows = load_rows(store)
-    title = Path(store.root).name
+    rows = load_rows(store, with_history=True)
     if not rows:
         return []
-    csv_name, md_name, png_name = REPORT_FILES
+    title = Path(store.root).name
+    baselines = load_baselines(store)
+    sparsity = load_group_sparsity(store, rows)
+    csv_name, md_name, png_name, curves_name, where_name = REPORT_FILES
     store.write_bytes(report_path(csv_name), to_csv(rows).encode())
-    store.write_bytes(report_path(md_name), to_markdown(rows, title).encode())
+    store.write_bytes(report_path(md_name), to_markdown(rows, title, baselines, sparsity).encode())
+    written = [csv_name, md_name]
     with tempfile.TemporaryDirectory() as tmp:
-        png = Path(tmp) / png_name
-        plot(rows, png, f"{title}: accuracy vs sparsity (mean ± std over seeds)")
-        store.write_bytes(report_path(png_name), png.read_bytes())
-    return [store.path(report_path(name)) for name in REPORT_FILES]
+        figures = [(png_name, lambda p: plot(rows, p, f"{title}: accuracy vs sparsity (mean, band ±1 std over seeds)", baselines)),
+                   (curves_name, lambda p: plot_curves(rows, p, f"{title}: validation accuracy per epoch (mean over seeds)")),
+                   (where_name, lambda p: plot_where_pruned(rows, sparsity, p, f"{title}: where pruning removes weights"))]
+        for name, draw in figures:
+            path = Path(tmp) / name
+            draw(path)
+            if path.exists():
+                store.write_bytes(report_path(name), path.read_bytes())
+                written.append(name)
+    return [store.path(report_path(name)) for name in written]

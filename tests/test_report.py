@@ -1,0 +1,56 @@
+"""Reports: baselines beside the results, seed noise told apart from differences, honest axes."""
+from __future__ import annotations
+
+import pytest
+
+from lxsweep.report import _y_range, aggregate, comparisons, group_sparsity_table, to_markdown, tolerance_table
+
+
+def _row(sub, level, seed, acc, sparsity):
+    return {"trial": f"{sub}-L{level}-s{seed}", "subnetwork": sub, "level": level, "seed": seed, "sparsity": sparsity,
+            "accuracy": acc, "accuracy_yesno": acc, "accuracy_number": acc, "accuracy_other": acc}
+
+
+ROWS = [
+    *[_row("dense", 0, s, a, 0.0) for s, a in enumerate((0.80, 0.82, 0.81))],
+    *[_row("low", 1, s, a, 0.2) for s, a in enumerate((0.80, 0.81, 0.815))],
+    *[_row("random", 1, s, a, 0.2) for s, a in enumerate((0.70, 0.73, 0.71))],
+]
+BASELINES = {"blind": {"accuracy": 0.5, "accuracy_yesno": 0.6}, "majority": {"accuracy": 0.3}}
+
+
+def test_paired_differences_tell_noise_from_signal():
+    comps = {(c["a"], c["b"]): c["diff"] for c in comparisons(ROWS)}
+    low_dense, low_random = comps[("low", "dense")], comps[("low", "random")]
+    assert low_dense.mean == pytest.approx((0.0 - 0.01 + 0.005) / 3) and not low_dense.excludes_zero
+    assert low_random.mean == pytest.approx((0.10 + 0.08 + 0.105) / 3) and low_random.excludes_zero
+    assert ("high", "random") not in comps  # no high trials: nothing to compare
+
+
+def test_markdown_shows_baselines_gaps_and_bold_significant_differences():
+    md = to_markdown(ROWS, "t", BASELINES, {})
+    assert "| *blind* |  |  |  | 50.00 | 60.00 | – | – |" in md
+    assert "| *majority* |  |  |  | 30.00 |" in md
+    assert "Dense minus the blind baseline (points): overall +31.0, yes/no +21.0" in md
+    assert "| low − random | 1 | 20.0 | **+9.50 [" in md
+    assert "| low − dense | 1 | 20.0 | -0.17 [" in md and "| low − dense | 1 | 20.0 | **" not in md
+    tol = tolerance_table(ROWS)
+    assert tol["low"][1.0] == pytest.approx(0.2) and tol["random"][3.0] is None
+
+
+def test_y_range_never_lets_a_constant_predictor_fill_a_panel():
+    lo, hi = _y_range([58.5, 58.5, 58.6])
+    assert hi - lo >= 30 and lo <= 58.5 <= hi
+    lo, hi = _y_range([2.0, 3.0])
+    assert lo == 0.0 and hi >= 30
+    lo, hi = _y_range([10.0, 95.0])
+    assert lo < 10 and hi > 95 and hi <= 100
+
+
+def test_group_sparsity_averages_seeds():
+    rows = [_row("low", 1, 0, 0.8, 0.2), _row("low", 1, 1, 0.8, 0.2)]
+    sparsity = {"low-L1-s0": {"sparsity": 0.2, "groups": {"language": {"sparsity": 0.1}, "cross": {"sparsity": 0.3}}},
+                "low-L1-s1": {"sparsity": 0.2, "groups": {"language": {"sparsity": 0.2}, "cross": {"sparsity": 0.2}}}}
+    (row,) = group_sparsity_table(rows, sparsity)
+    assert row["language"] == pytest.approx(0.15) and row["cross"] == pytest.approx(0.25) and "vision" not in row
+    assert aggregate(rows)[0]["seeds"] == 2
