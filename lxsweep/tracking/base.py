@@ -58,14 +58,24 @@ def local_dir(store: Store, backend: str) -> Path:
     return d
 
 
-def sparsity_curves(rows: list[dict], metric: str) -> dict[str, list[tuple[float, float]]]:
-    """Per subnetwork, ``(sparsity %, mean accuracy over seeds)`` points in level order."""
+def sparsity_curves(rows: list[dict], metric: str, baselines: Optional[dict] = None) -> dict[str, list[tuple[float, float]]]:
+    """Per subnetwork, ``(sparsity %, mean accuracy over seeds)`` points in level order.
+
+    The data's question-only baselines (``report.load_baselines``) become flat
+    reference series ``baseline: blind`` / ``baseline: majority`` across the
+    sparsities seen so far.
+    """
     from lxsweep.report import aggregate
 
     agg = aggregate(rows)
     curves = {s: [(a["sparsity"] * 100, a[f"{metric}_mean"]) for a in agg if a["subnetwork"] == s and f"{metric}_mean" in a]
               for s in sorted({a["subnetwork"] for a in agg})}
-    return {s: v for s, v in curves.items() if v}
+    curves = {s: v for s, v in curves.items() if v}
+    span = [x for v in curves.values() for x, _ in v]
+    for name, values in sorted((baselines or {}).items()):
+        if span and metric in values:
+            curves[f"baseline: {name}"] = [(min(span), values[metric]), (max(span), values[metric])]
+    return curves
 
 
 class TrialTracker:

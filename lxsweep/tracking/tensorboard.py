@@ -86,14 +86,15 @@ class TensorBoardSweep(SweepTracker):
     def close(self) -> None:
         if not self.rows:
             return
-        from lxsweep.report import to_markdown
+        from lxsweep.report import load_baselines, to_markdown
 
+        baselines = load_baselines(self.store)
         out = _Writer(self.store, default_run_id(self.exp, "summary"))
         for metric in CURVE_METRICS:
-            for sub, points in sparsity_curves(self.rows, metric).items():
+            for sub, points in sparsity_curves(self.rows, metric, baselines).items():
                 for sparsity, accuracy in points:
                     out.writer.add_scalar(f"{metric}_vs_sparsity/{sub}", accuracy, global_step=round(sparsity))
-        out.writer.add_text("results", to_markdown(self.rows, self.exp.store_name), 0)
+        out.writer.add_text("results", to_markdown(self.rows, self.exp.store_name, baselines), 0)
         if self.figure and Path(self.figure).is_file():
             import matplotlib.image
 

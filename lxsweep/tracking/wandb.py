@@ -70,6 +70,7 @@ class WandbSweep(SweepTracker):
         self.run = _init(exp, store, id=default_run_id(exp, "summary"), name=f"{exp.name} summary",
                          job_type="summary", config=exp.record(), tags=[exp.name, "summary"])
         self.updates = 0
+        self.baselines: Optional[dict] = None  # the data's question-only baselines, read once
 
     def update(self, rows: list[dict], figure: Optional[str] = None) -> None:
         if self.run is None or not rows:
@@ -80,8 +81,15 @@ class WandbSweep(SweepTracker):
         table = wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])
         self.updates += 1
         data: dict = {"results": table}
+        from lxsweep.report import load_baselines
+
+        if self.baselines is None:
+            self.baselines = load_baselines(self.store) or {}
+        for name, values in self.baselines.items():
+            for metric, value in values.items():
+                self.run.summary[f"baseline/{name}/{metric}"] = value
         for metric in CURVE_METRICS:
-            series = sparsity_curves(rows, metric)
+            series = sparsity_curves(rows, metric, self.baselines)
             if not series:
                 continue
             keys = list(series)
