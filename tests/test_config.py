@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from lxsweep.config import ConfigError, from_dict, from_record, load_experiment
+from lxsweep.plan import Plan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +20,7 @@ def test_shipped_experiments_load_and_plan():
     from lxsweep.plan import Plan
 
     files = sorted((ROOT / "experiments").glob("*.yaml"))
-    assert {f.stem for f in files} >= {"smoke", "paper", "demo", "oneshot", "reinit", "rewind-step", "ablation-scope"}
+    assert {f.stem for f in files} >= {"smoke", "paper", "demo", "oneshot", "rewind-step", "ablation-scope"}
     for path in files:
         exp = load_experiment(path, check=path.stem != "paper")  # paper's data lives on the cluster
         assert Plan(exp).fine_tunes >= 1 + exp.num_levels
@@ -29,7 +30,21 @@ def test_shipped_experiments_load_and_plan():
     t = paper.training
     assert (t.batch_size, t.lr, t.epochs, t.warmup, t.weight_decay, t.grad_clip) == (32, 5e-5, 4, 0.1, 0.01, 5.0)
     assert paper.data.max_tokens == 20 and paper.pruning.subnetworks == ["low", "high", "random"]
-    assert load_experiment(ROOT / "experiments" / "reinit.yaml").hash == load_experiment(ROOT / "experiments" / "demo.yaml").hash
+    demo = load_experiment(ROOT / "experiments" / "demo.yaml")
+    assert demo.levels_of("high") == [1, 2, 3, 4] and demo.levels_of("reinit") == [2, 10] and demo.levels_of("scratch") == [0]
+    assert demo.levels_of("low") == list(range(1, 15)) and demo.sparsity(14) > 0.95
+    assert Plan(demo).fine_tunes == 3 * (1 + 14 + 14 + 4 + 2 + 1)
+
+
+def test_levels_of_is_checked_and_selects_only():
+    base = {"pruning": {"subnetworks": ["low", "high"], "levels": 3}}
+    with pytest.raises(ConfigError, match=r"pruning.levels_of.random: 'random' is not in pruning.subnetworks"):
+        from_dict({"pruning": {**base["pruning"], "levels_of": {"random": [1]}}})
+    with pytest.raises(ConfigError, match=r"pruning.levels_of.high: \[4\] is out of range; expected a non-empty list of levels among 1..3"):
+        from_dict({"pruning": {**base["pruning"], "levels_of": {"high": [4]}}})
+    chosen = from_dict({"pruning": {**base["pruning"], "levels_of": {"high": [1]}}})
+    assert chosen.hash == from_dict(base).hash  # a selection, not a result: same store
+    assert sorted(k.name for k in Plan(chosen).trials if k.subnetwork == "high") == ["high-L1-s0"]
 
 
 def test_defaults_and_overrides(smoke_file):
