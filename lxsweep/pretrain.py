@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -210,7 +209,9 @@ def pretrain(exp: Experiment, store: Store, out: Path, log: Callable[[str], None
     seed = exp.data.synthetic.seed
     model = build_pretraining_model(config, seed)
     threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))  # runs alone, before any trial starts
+    # The trials' thread count (resources.cpus_per_worker): the result does not depend on the machine's
+    # core count, and on a shared CPU more threads than free cores spin and run many times slower.
+    torch.set_num_threads(max(1, int(exp.resources.cpus_per_worker)))
     try:
         history = run_pretraining(model, train, tokenizer, exp, seed, log)
         accuracy = qa_accuracy(model, data.valid, tokenizer, exp.data.max_tokens) if "qa" in p.objectives else None
