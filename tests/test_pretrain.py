@@ -60,7 +60,8 @@ def test_each_objective_lowers_its_loss(objective, pretraining_data, tmp_path):
 
 
 def test_masking_follows_bert_and_lxmert(pretraining_data):
-    """Only real words are masked; matched pairs keep their image; QA is scored on matched pairs only."""
+    """Half the rows are masked (only real words and some regions), the other half is left whole for
+    matching and answering; mismatched pairs get no answer target."""
     exp, _, data, tokenizer = pretraining_data
     split = data.train
     tokens = pretrain.tokenize(tokenizer, split.questions, exp.data.max_tokens)
@@ -69,16 +70,21 @@ def test_masking_follows_bert_and_lxmert(pretraining_data):
                                           tokenizer.convert_tokens_to_ids("[MASK]"), special)
     rows = torch.arange(200)
     b = batches(rows, torch.Generator().manual_seed(0))
+    masked_half, whole_half = slice(0, 100), slice(100, 200)
     original = tokens["input_ids"][rows]
     chosen = b["labels"] != -100
-    assert chosen.any() and not torch.isin(original[chosen], torch.tensor(sorted(special))).any()
+    assert chosen[masked_half].any() and not chosen[whole_half].any()
+    assert not torch.isin(original[chosen], torch.tensor(sorted(special))).any()
     assert torch.equal(b["labels"][chosen], original[chosen])  # the targets are the original words
-    assert 0.05 < chosen.sum() / (b["attention_mask"].sum() - 2 * len(rows)) < 0.3
-    assert 0.3 < b["matched_label"].float().mean() < 0.7
-    assert torch.all(b["ans"][b["matched_label"] == 0] == -100)
-    masked = b["obj_labels"]["obj"][1].bool()
-    assert masked.any() and torch.all(b["visual_feats"][masked] == 0)
-    assert not torch.all(b["visual_feats"][~masked] == 0)
+    words = b["attention_mask"][masked_half].sum() - 2 * 100  # minus [CLS] and [SEP]
+    assert 0.05 < chosen[masked_half].sum() / words < 0.3
+    regions = b["obj_labels"]["obj"][1].bool()
+    assert regions[masked_half].any() and not regions[whole_half].any()
+    assert torch.all(b["visual_feats"][regions] == 0) and not torch.all(b["visual_feats"][~regions] == 0)
+    matched = b["matched_label"]
+    assert torch.all(matched[masked_half] == -100) and 0.3 < matched[whole_half].float().mean() < 0.7
+    assert torch.all(b["ans"][masked_half] == -100) and torch.all(b["ans"][whole_half][matched[whole_half] == 0] == -100)
+    assert torch.all(b["ans"][whole_half][matched[whole_half] == 1] >= 0)
 
 
 def test_rewind_point_is_cached_and_loads_like_a_hub_checkpoint(tmp_path):
