@@ -333,6 +333,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         print("lxsweep: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `lxsweep plan ... | head`: the reader left; nothing to report
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

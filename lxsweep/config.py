@@ -276,9 +276,27 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
         apply_override(raw, item, where)
     exp = from_dict(raw, where)
     exp.source = where
+    resolve_model_dirs(exp, path.parent)
     if check:
         check_paths(exp, path.parent)
     return exp
+
+
+def resolve_model_dirs(exp: Experiment, base: Path) -> None:
+    """Make relative local model directories absolute: Ray workers run in other directories.
+
+    A relative ``model.pretrained``/``model.tokenizer`` is looked up next to the
+    experiment file first (``checkpoints/x`` in ``experiments/smoke.yaml``), then
+    in the current directory; hub names (``org/model``) are left alone.
+    """
+    for key in ("pretrained", "tokenizer"):
+        value = getattr(exp.model, key)
+        if not value or Path(value).expanduser().is_absolute():
+            continue
+        for candidate in (base / value, Path(value)):
+            if candidate.is_dir():
+                setattr(exp.model, key, str(candidate.resolve()))
+                break
 
 
 def apply_override(raw: dict, item: str, where: str = "--set") -> None:

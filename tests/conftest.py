@@ -18,8 +18,12 @@ TINY = [
     "data.synthetic.valid_questions=300",
     "data.synthetic.pretrain_questions=600",
     "model.pretraining.steps=20",
+    "model.pretrained=null",  # tests exercise the pretraining path (the shipped checkpoint is tested apart)
+    "model.config={hidden_size: 64, num_attention_heads: 4, intermediate_size: 128, l_layers: 2, x_layers: 1, r_layers: 1}",
     "training.epochs=2",
     "tracking.backend=none",
+    "pruning.sparsities=null",  # levels come from pruning.rate/levels in tests
+    "pruning.rate=0.3",
 ]
 
 
