@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, TINY
+
+from lxsweep.report import REPORT_FILES
 from lxsweep import pruning, subnetworks
 from lxsweep.config import load_experiment
 from lxsweep.store import Store, mask_path
@@ -100,8 +102,7 @@ def test_toy_criterion_trial_then_status_and_report_on_experiment_and_store(tmp_
         assert "3/3 done, 0 running, 0 waiting, 0 failed, 0 skipped" in status.stdout, status.stdout
         report = cli("report", target, *extra)
         assert report.returncode == 0, report.stderr
-        assert report.stdout.split() == [store.path(f"report/{f}") for f in
-                                         ("results.csv", "results.md", "accuracy_vs_sparsity.png")]
+        assert report.stdout.split() == [store.path(f"report/{f}") for f in REPORT_FILES]
         _report_shows_toy(store, tmp_path)
     assert "| toy | 2 |" in Path(store.path("report/results.md")).read_text()
 
