@@ -17,9 +17,9 @@ import pytest
 
 from conftest import ROOT, TINY
 
-from lxsweep.report import REPORT_FILES
 from lxsweep import pruning, subnetworks
 from lxsweep.config import load_experiment
+from lxsweep.report import REPORT_FILES
 from lxsweep.store import Store, mask_path
 
 TESTS = Path(__file__).resolve().parent
