@@ -26,7 +26,7 @@ from lxsweep.store import Store, driver_path, finished_trials, metrics_path  # n
 TINY = ["data.synthetic.train_questions=600", "data.synthetic.valid_questions=300",
         "data.synthetic.pretrain_questions=600", "model.pretraining.steps=20", "training.epochs=1",
         "model.pretrained=null", "model.config={hidden_size: 64, num_attention_heads: 4, intermediate_size: 128, l_layers: 2, x_layers: 1, r_layers: 1}",
-        "pruning.sparsities=null", "pruning.rate=0.3",
+        "pruning.sparsities=null", "pruning.rate=0.3", "pruning.levels=3",
         "tracking.backend=none", "resources.max_concurrent_trials=1"]
 
 

@@ -223,7 +223,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     from lxsweep.data.synth import prepare_command, write_synthetic
 
-    exp = _load(args)
+    exp = _load(args, check=False)  # writes the task's files: needs no model or prepared data on this machine
     if exp.data.source != "synthetic":
         raise UserError(f"{exp.source}: data.source is {exp.data.source!r}; `lxsweep synth` writes the synthetic "
                         f"task — use an experiment with data.source: synthetic")

@@ -255,11 +255,19 @@ def _y_range(values: list[float], floor_span: float = 30.0) -> tuple[float, floa
     if hi - lo < floor_span:
         mid = (lo + hi) / 2
         lo, hi = mid - floor_span / 2, mid + floor_span / 2
-    pad = 0.06 * (hi - lo)
-    lo, hi = max(0.0, lo - pad), min(100.0, hi + pad)
+    lo, hi = max(0.0, lo), min(100.0, hi)
     if hi - lo < floor_span:  # pinned at 0 or 100
         lo, hi = (0.0, floor_span) if lo == 0.0 else (100.0 - floor_span, 100.0)
-    return lo, hi
+    pad = 0.05 * (hi - lo)  # markers at 0 or 100 stay whole
+    return lo - pad, hi + pad
+
+
+def _is_control(name: str) -> bool:
+    """A registered control (drawn as points); names this process's registry lacks count as criteria (curves)."""
+    try:
+        return subnetworks.control(name) is not None
+    except ValueError:  # a plugin's subnetwork, read back where the plugin is not importable
+        return False
 
 
 def plot(rows: list[dict], path: str | Path, title: str, baselines: Optional[dict] = None) -> None:
@@ -295,26 +303,29 @@ def plot(rows: list[dict], path: str | Path, title: str, baselines: Optional[dic
                 if not pts:
                     continue
                 color, marker = subnetworks.style(sub)
-                if pts[0]["level"] > 0 and dense and f"{metric}_mean" in dense and subnetworks.criterion(sub) is not None \
-                        and subnetworks.control(sub) is None:
+                control = _is_control(sub)
+                if pts[0]["level"] > 0 and dense and f"{metric}_mean" in dense and not control:
                     pts = [dense] + pts  # a criterion's curve starts at the dense model
                 xs = [100 * (1 - a["sparsity"]) for a in pts]
                 ys = [100 * a[f"{metric}_mean"] for a in pts]
                 es = [100 * a[f"{metric}_std"] for a in pts]
                 values += ys
-                style = "-" if len(pts) > 1 and subnetworks.control(sub) is None else "none"
-                ax.plot(xs, ys, ls=style, marker=marker, ms=5 if style == "none" else 3.5, color=color, label=sub)
+                style = "-" if len(pts) > 1 and not control else "none"
+                # Curves above the reference lines: a subnetwork that sits exactly on dense stays visible.
+                ax.plot(xs, ys, ls=style, marker=marker, ms=5.5 if style == "none" else 4.5, lw=1.6, color=color,
+                        label=sub, zorder=3)
                 if len(pts) > 1 and style != "none":
-                    ax.fill_between(xs, [y - e for y, e in zip(ys, es)], [y + e for y, e in zip(ys, es)], color=color, alpha=0.18, lw=0)
+                    ax.fill_between(xs, [y - e for y, e in zip(ys, es)], [y + e for y, e in zip(ys, es)], color=color,
+                                    alpha=0.18, lw=0, zorder=2)
                 else:
-                    ax.errorbar(xs, ys, yerr=es, ls="none", color=color, capsize=3)
+                    ax.errorbar(xs, ys, yerr=es, ls="none", color=color, capsize=3, zorder=3)
             if dense and f"{metric}_mean" in dense:
-                ax.axhline(100 * dense[f"{metric}_mean"], color="black", ls="--", lw=1, label="dense")
+                ax.axhline(100 * dense[f"{metric}_mean"], color="black", ls="--", lw=1, label="dense", zorder=1)
                 values.append(100 * dense[f"{metric}_mean"])
             for name, (ls, text) in BASELINE_STYLE.items():
                 value = (baselines or {}).get(name, {}).get(metric)
                 if value is not None:
-                    ax.axhline(100 * value, color="gray", ls=ls, lw=1.2, label=text)
+                    ax.axhline(100 * value, color="gray", ls=ls, lw=1.2, label=text, zorder=1)
                     values.append(100 * value)
             if values:
                 ax.set_ylim(*_y_range(values))

@@ -24,6 +24,7 @@ TINY = [
     "tracking.backend=none",
     "pruning.sparsities=null",  # levels come from pruning.rate/levels in tests
     "pruning.rate=0.3",
+    "pruning.levels=3",
 ]
 
 

@@ -42,9 +42,9 @@ def test_y_range_never_lets_a_constant_predictor_fill_a_panel():
     lo, hi = _y_range([58.5, 58.5, 58.6])
     assert hi - lo >= 30 and lo <= 58.5 <= hi
     lo, hi = _y_range([2.0, 3.0])
-    assert lo == 0.0 and hi >= 30
+    assert -2 < lo < 0 and hi >= 30  # from 0, with room for a marker sitting at 0
     lo, hi = _y_range([10.0, 95.0])
-    assert lo < 10 and hi > 95 and hi <= 100
+    assert lo < 10 and 95 < hi < 106
 
 
 def test_group_sparsity_averages_seeds():
