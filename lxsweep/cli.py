@@ -143,6 +143,24 @@ def _store_from_arg(target: str, overrides: list[str]):
     return store
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from lxsweep.export import ExportError, export_trial
+    from lxsweep.hooks import log_line
+
+    store = _store_from_arg(args.target, args.overrides)
+    try:
+        done = export_trial(store, args.trial, args.out, log=log_line)
+    except ExportError as exc:
+        raise UserError(str(exc)) from None
+    mb = lambda n: f"{n / 1e6:.2f} MB"
+    print(f"wrote {done.out}: {args.trial}, {done.pruned} weights pruned ({done.zeros} zeros in scope); "
+          f"load it with LxmertForQuestionAnswering.from_pretrained({str(done.out)!r})")
+    print(f"size on disk: dense {done.model_file.name} {mb(done.dense_bytes)}, sparse {done.sparse_file.name} "
+          f"{mb(done.sparse_bytes)} ({done.sparse_bytes / done.dense_bytes:.2f}x); "
+          f"back to dense: lxsweep.export.load_sparse({str(done.sparse_file)!r})")
+    return 0
+
+
 # -- data ---------------------------------------------------------------------
 
 
@@ -300,6 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="a store directory/URI or an experiment file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=cmd_report)
+
+    p = _parser(sub, "export", "a trial's subnetwork as a Hugging Face directory (pruned weights zero) plus a sparse file",
+                "lxsweep export runs/smoke-<hash> --trial low-L2-s0 --out tickets/low-L2-s0")
+    p.add_argument("target", help="a store directory/URI or an experiment file")
+    p.add_argument("--trial", required=True, help="a finished trial of the store, e.g. low-L2-s0")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="new or empty directory to write")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("prepare-vqa", help="official VQA v2 JSON + LXMERT feature TSVs -> memory-mapped store",
                        description=PREPARE_DESCRIPTION, epilog=PREPARE_EPILOG,

@@ -166,7 +166,9 @@ def write_weights(exp: Experiment, key: TrialKey, store: Store, model: torch.nn.
     from safetensors.torch import save
 
     dtype = getattr(torch, exp.training.weights_dtype)
-    state = {n: (t.detach().to("cpu", dtype) if t.is_floating_point() else t.detach().cpu()).contiguous()
+    # `+ 0.0` turns the -0.0 that masking leaves into +0.0 (and changes nothing else), so the file's
+    # bits are those any sparse form rebuilds: one zero, not two.
+    state = {n: (t.detach().to("cpu", dtype) + 0.0 if t.is_floating_point() else t.detach().cpu()).contiguous()
              for n, t in model.state_dict().items()}
     prunable = pruning.prunable_names(state, exp.pruning.scope)
     data = save(state, metadata={"trial": key.name, "dtype": exp.training.weights_dtype})

@@ -65,3 +65,86 @@ def test_keep_weights_selects_trials_without_changing_the_hash(smoke_file, tiny_
     store = Store.for_experiment(tickets)
     metrics = run_trial(tickets, K("random-L1-s0"), store, **QUIET)
     assert metrics["weights"] is None and not store.exists(weights_path("random-L1-s0"))
+
+
+# A fresh interpreter with transformers only: the exported directory must stand on its own.
+SCORE_WITHOUT_LXSWEEP = r"""
+import json, sys
+import numpy as np, torch
+from transformers import AutoTokenizer, LxmertForQuestionAnswering
+torch.set_num_threads(1)
+out, inputs = sys.argv[1], np.load(sys.argv[2])
+spec = json.loads(open(sys.argv[3]).read())
+model = LxmertForQuestionAnswering.from_pretrained(out).eval()
+tok = AutoTokenizer.from_pretrained(out)
+enc = tok(spec["questions"], padding="max_length", truncation=True, max_length=model.config.lxsweep["max_tokens"],
+          return_tensors="pt")
+feats, boxes, image = (torch.from_numpy(inputs[k]) for k in ("features", "boxes", "image_index"))
+answers = []
+with torch.no_grad():
+    for s in range(0, len(spec["questions"]), spec["batch"]):
+        rows = slice(s, s + spec["batch"])
+        logits = model(input_ids=enc["input_ids"][rows], attention_mask=enc["attention_mask"][rows],
+                       token_type_ids=enc["token_type_ids"][rows], visual_feats=feats[image[rows]].float(),
+                       visual_pos=boxes[image[rows]].float()).question_answering_score
+        answers += [model.config.id2label[int(i)] for i in logits.argmax(-1)]
+params = dict(model.named_parameters())
+zeros = sum(int((params[n] == 0).sum()) for n in spec["prunable"])
+print(json.dumps({"answers": answers, "zeros": zeros, "lxsweep_imported": "lxsweep" in sys.modules}))
+"""
+
+
+def test_export_loads_without_lxsweep_and_scores_the_recorded_accuracy(sweep, tmp_path, capsys):
+    import numpy as np
+
+    from lxsweep.cli import main
+    from lxsweep.data.source import load_dataset
+    from lxsweep.export import load_sparse
+    from lxsweep.train import evaluation_metrics
+
+    exp, store = sweep
+    out = tmp_path / "ticket"
+    assert main(["export", store.root, "--trial", "low-L1-s0", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "size on disk: dense model.safetensors" in printed and "sparse sparse.safetensors" in printed
+    metrics = store.read_json(metrics_path("low-L1-s0"))
+    valid = load_dataset(exp, store).valid
+    np.savez(tmp_path / "inputs.npz", features=np.asarray(valid.features, dtype=np.float32),
+             boxes=np.asarray(valid.boxes, dtype=np.float32), image_index=valid.image_index)
+    stored = load_file(store.path(weights_path("low-L1-s0")))
+    spec = {"questions": valid.questions, "batch": exp.training.eval_batch_size,
+            "prunable": pruning.prunable_names(stored, exp.pruning.scope)}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    proc = subprocess.run([sys.executable, "-c", SCORE_WITHOUT_LXSWEEP, str(out), str(tmp_path / "inputs.npz"),
+                           str(tmp_path / "spec.json")], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not result["lxsweep_imported"]
+    scored = evaluation_metrics(valid, np.arange(len(valid)), result["answers"])
+    assert scored["accuracy"] == metrics["accuracy"]
+    assert result["zeros"] == metrics["weights"]["zeros"]
+    mask = pruning.load_mask(store.path(mask_path("low-L1-s0")))
+    assert result["zeros"] >= sum(int((~m).sum()) for m in mask.values())
+    config = json.loads((out / "config.json").read_text())
+    assert config["id2label"]["0"] == load_dataset(exp, store).answers[0] and len(config["label2id"]) == config["num_qa_labels"]
+    assert config["lxsweep"]["provenance"]["mask"]["from"] == "dense-L0-s0"
+    assert config["lxsweep"]["metrics"]["accuracy"] == metrics["accuracy"]
+    card = (out / "README.md").read_text()
+    assert "dense-L0-s0 → low-L1-s0" in card and f"{metrics['accuracy']:.4f}" in card
+    # The sparse form: smaller than the dense file, and back to the kept weights bit for bit.
+    dense = load_sparse(out / "sparse.safetensors")
+    assert dense.keys() == stored.keys()
+    bits = lambda t: t.view(torch.uint8) if t.is_floating_point() else t  # -0.0 and +0.0 differ here
+    for name, t in stored.items():
+        assert dense[name].dtype == t.dtype and torch.equal(bits(dense[name]), bits(t)), name
+    assert (out / "sparse.safetensors").stat().st_size < (out / "model.safetensors").stat().st_size
+
+
+def test_export_errors_are_one_line(sweep, tmp_path):
+    from lxsweep.cli import main
+
+    exp, store = sweep
+    proc = subprocess.run([sys.executable, "-m", "lxsweep.cli", "export", store.root, "--trial", "low-L3-s0",
+                           "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no finished trial 'low-L3-s0'" in proc.stderr and "low-L1-s0" in proc.stderr
+    assert "Traceback" not in proc.stderr
