@@ -49,6 +49,10 @@ def cmd_trial(args: argparse.Namespace) -> int:
     store = Store.for_experiment(exp)
     write_experiment(store, exp, overwrite=False)  # `status` and `report` read it, as after a launch
     finished = finished_trials(store)
+    if key.name in finished:  # never over the sweep's files: into a reproduction area, then compare
+        return _reproduce(exp, key, store, args.check)
+    if args.check:
+        raise UserError(f"{store.root} has no finished {key.name} to check against — run it without --check first")
     missing = Plan(exp).missing_ancestors(key, {TrialKey.parse(n) for n in finished})
     if missing:
         print(f"store {store.root} lacks the chain prefix of {key.name}; running it first: "
@@ -66,6 +70,26 @@ def cmd_trial(args: argparse.Namespace) -> int:
               f"blind {base['blind']['accuracy']:.4f}; {dense.name}: {dense_acc:.4f}")
     print(f"metrics: {store.path(metrics_path(key.name))}")
     return 0
+
+
+def _reproduce(exp: Experiment, key, store, check: bool) -> int:
+    from lxsweep.hooks import ProgressBar, Tracking, log_line
+    from lxsweep.reproduce import reproduce_trial, reproduction_store
+
+    area = reproduction_store(store, key.name)
+    print(f"{key.name} is finished in {store.root}; reproducing it into {area.root}")
+    rep = reproduce_trial(exp, key, store, area, hooks=[Tracking(exp, key, area, rerun=True), ProgressBar()],
+                          log=log_line)
+    _print_result(rep.reproduced)
+    for line in rep.environment:
+        print(f"  environment differs: {line}")
+    if rep.matched:
+        print(f"reproduced {key.name}: matches the sweep (metrics and weight digest identical)")
+        return 0
+    print(f"reproduced {key.name}: DIFFERS from the sweep in {len(rep.differences)} value(s):")
+    for line in rep.differences:
+        print(f"  {line}")
+    return 1 if check else 0
 
 
 def _print_result(m: dict) -> None:
@@ -295,8 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_plan)
 
-    p = _parser(sub, "trial", "run one trial on this machine without Ray (the same function a Ray worker runs)",
-                "lxsweep trial experiments/smoke.yaml --level 2 --subnetwork low --seed 0")
+    p = _parser(sub, "trial", "run one trial on this machine without Ray (the same function a Ray worker runs); "
+                "a finished one is reproduced into <store>/reproductions/ and compared",
+                "lxsweep trial experiments/smoke.yaml --level 2 --subnetwork low --seed 0 [--check]")
     _experiment_args(p)
     p.add_argument("--level", type=int, required=True, help="pruning level (0 = the dense model)")
     from lxsweep import subnetworks
@@ -305,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"one of {', '.join(subnetworks.names())} or one a plugin registers "
                         f"(default: {subnetworks.TICKET} above level 0; level 0 alone is the dense model)")
     p.add_argument("--seed", type=int, required=True, help="one of the experiment's seeds")
+    p.add_argument("--check", action="store_true",
+                   help="the trial is finished in the store: exit 1 unless the reproduction matches it")
     p.set_defaults(func=cmd_trial)
 
     p = _parser(sub, "status", "counts, best ticket and time left, from the store alone",

@@ -159,7 +159,8 @@ def write_weights(exp: Experiment, key: TrialKey, store: Store, model: torch.nn.
 
     Floating tensors are cast (pruned entries are exactly zero in every
     dtype); ``zeros`` counts the exact zeros among the prunable weights of the
-    stored file, ``sha256`` digests the file's bytes.
+    stored file, ``sha256`` digests its tensors (:func:`tensors_digest`: not the
+    file's bytes, whose header order safetensors does not fix).
     """
     if not keeps_weights(exp, key):
         return None
@@ -174,7 +175,7 @@ def write_weights(exp: Experiment, key: TrialKey, store: Store, model: torch.nn.
     data = save(state, metadata={"trial": key.name, "dtype": exp.training.weights_dtype})
     store.write_bytes(weights_path(key.name), data)
     return {"path": weights_path(key.name), "dtype": exp.training.weights_dtype, "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest()[:16],
+            "sha256": tensors_digest(state),
             "zeros": sum(int((state[n] == 0).sum()) for n in prunable)}
 
 
@@ -550,6 +551,16 @@ def _final_metrics(exp: Experiment, key: TrialKey, store: Store, fit: "_Fit", ma
         "experiment": exp.name, "hash": exp.hash, "world_size": rt.world, "replica_digests": digests, "device": str(rt.device),
         "host": socket.gethostname(), "python": platform.python_version(), "torch": torch.__version__,
     }
+
+
+def tensors_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 (16 hex digits) of a state dict's names, dtypes, shapes and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{list(state[name].shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def replica_digests(model: torch.nn.Module, rt: Runtime) -> list[str]:

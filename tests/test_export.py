@@ -148,3 +148,43 @@ def test_export_errors_are_one_line(sweep, tmp_path):
                            "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "no finished trial 'low-L3-s0'" in proc.stderr and "low-L1-s0" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _files(root: Path, sweep_only: bool = False) -> dict[str, bytes]:
+    files = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {k: v for k, v in files.items() if not k.startswith("reproductions/")} if sweep_only else files
+
+
+def test_trial_on_a_finished_trial_reproduces_it_beside_the_sweep_and_compares(sweep, tmp_path, capsys):
+    import shutil
+
+    from conftest import ROOT, TINY
+    from lxsweep.cli import main
+
+    exp, store = sweep
+    copy = tmp_path / "copy" / Path(store.root).name
+    shutil.copytree(store.root, copy)
+    before = _files(copy)
+    args = ["trial", str(ROOT / "experiments" / "smoke.yaml"), "--level", "1", "--subnetwork", "low", "--seed", "0",
+            *[a for o in [*TINY, f"storage={copy.parent}"] for a in ("--set", o)], "--check"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "reproduced low-L1-s0: matches the sweep (metrics and weight digest identical)" in out
+    after = _files(copy)
+    (stamp,) = Store(str(copy)).listdir("reproductions/low-L1-s0")
+    area = f"reproductions/low-L1-s0/{stamp}/"
+    assert _files(copy, sweep_only=True) == before  # the sweep's own files, byte for byte
+    assert f"{area}trials/low-L1-s0/metrics.json" in after and f"{area}weights/low-L1-s0.safetensors" in after
+    again, swept = (pruning.load_mask(copy / d / "masks/low-L2-s0.safetensors") for d in (area, ""))
+    assert all(torch.equal(again[n], swept[n]) for n in swept)  # the same child mask, in the reproduction area
+
+    recorded = json.loads(before["trials/low-L1-s0/metrics.json"])
+    (copy / "trials/low-L1-s0/metrics.json").write_text(json.dumps({**recorded, "accuracy_yesno": 0.123}))
+    altered = _files(copy, sweep_only=True)
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "reproduced low-L1-s0: DIFFERS from the sweep in 1 value(s):" in out
+    assert f"accuracy_yesno: recorded 0.123, reproduced {recorded['accuracy_yesno']!r}" in out
+    assert main(args[:-1]) == 0  # without --check a mismatch is reported, not an error
+    assert _files(copy, sweep_only=True) == altered
+    assert len(Store(str(copy)).listdir("reproductions/low-L1-s0")) == 3  # one area per reproduction
