@@ -185,6 +185,52 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from lxsweep.data import VQAStoreError
+    from lxsweep.data.prepared import load_vqa_store
+    from lxsweep.export import ExportError, trial_model
+    from lxsweep.hooks import log_line
+    from lxsweep.predict import predict_split, write_results
+
+    if (args.target is None) == (args.model is None):
+        raise UserError("give a store (or experiment) with --trial, or --model DIR of an exported trial")
+    if args.target is not None:
+        if not args.trial:
+            raise UserError("--trial NAME is required with a store — pick a finished trial, e.g. low-L2-s0")
+        store = _store_from_arg(args.target, args.overrides)
+        try:
+            tm = trial_model(store, args.trial, log=log_line)
+        except ExportError as exc:
+            raise UserError(str(exc)) from None
+        model, tokenizer, answers = tm.model, tm.tokenizer, tm.answers
+        max_tokens, batch = tm.exp.data.max_tokens, tm.exp.training.eval_batch_size
+        data = args.data or _prepared_data(tm.exp, store)
+    else:
+        from transformers import AutoTokenizer, LxmertForQuestionAnswering
+
+        if args.data is None:
+            raise UserError("--data DIR (a prepare-vqa store) is required with --model")
+        model = LxmertForQuestionAnswering.from_pretrained(str(args.model))
+        tokenizer = AutoTokenizer.from_pretrained(str(args.model))
+        answers = [model.config.id2label[i] for i in range(model.config.num_qa_labels)]
+        max_tokens = (getattr(model.config, "lxsweep", None) or {}).get("max_tokens", 20)
+        batch, data = 256, args.data
+    try:
+        split = load_vqa_store(data, args.split, args.split).valid
+    except VQAStoreError as exc:
+        raise UserError(str(exc)) from None
+    path = write_results(predict_split(model, tokenizer, answers, split, max_tokens, batch), args.out)
+    print(f"wrote {path}: {len(split)} answers for split {args.split} of {data}")
+    return 0
+
+
+def _prepared_data(exp: Experiment, store) -> str:
+    """The prepared store an experiment's trials read: ``data.path``, or the synthetic task's cache."""
+    from lxsweep.data.source import synthetic_store
+
+    return str(synthetic_store(exp.data.synthetic, store)) if exp.data.source == "synthetic" else exp.data.path
+
+
 # -- data ---------------------------------------------------------------------
 
 
@@ -220,9 +266,12 @@ def _positive_int(text: str) -> int:
 
 def _prepare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="store directory to write")
-    p.add_argument("--split", required=True, action="append", nargs=3, dest="splits",
+    p.add_argument("--split", action="append", nargs=3, dest="splits", default=[],
                    metavar=("NAME", "QUESTIONS_JSON", "ANNOTATIONS_JSON"),
                    help="a split: its name and official VQA v2 questions and annotations files (repeat per split)")
+    p.add_argument("--test-split", action="append", nargs=2, dest="test_splits", default=[],
+                   metavar=("NAME", "QUESTIONS_JSON"),
+                   help="a split with questions but no annotations (test-dev, test-std), for `lxsweep predict`")
     p.add_argument("--features", required=True, nargs="+", type=Path, metavar="TSV",
                    help="LXMERT feature TSVs (e.g. train2014_obj36.tsv val2014_obj36.tsv)")
     p.add_argument("--ans2label", type=Path, metavar="FILE",
@@ -242,11 +291,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from lxsweep.data.prepare import prepare_vqa
     from lxsweep.data.prepared import read_manifest
 
-    splits: dict[str, tuple[Path, Path]] = {}
-    for name, questions, annotations in args.splits:
+    splits: dict[str, tuple[Path, Optional[Path]]] = {}
+    for name, questions, annotations in [*args.splits, *((n, q, None) for n, q in args.test_splits)]:
         if name in splits:
-            raise UserError(f"--split {name} is given twice — give each split once")
-        splits[name] = (Path(questions), Path(annotations))
+            raise UserError(f"split {name} is given twice — give each split once")
+        splits[name] = (Path(questions), Path(annotations) if annotations else None)
     try:
         out = prepare_vqa(args.out, splits=splits, feature_tsvs=args.features, ans2label=args.ans2label,
                           min_count=args.min_count, num_boxes=args.num_boxes, limit=args.limit,
@@ -353,6 +402,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="new or empty directory to write")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=cmd_export)
+
+    p = _parser(sub, "predict", "a trial's answers for a prepared split as official results JSON (for the VQA server)",
+                "lxsweep predict runs/paper-<hash> --trial low-L5-s0 --data data/vqa --split test-dev --out results.json")
+    p.add_argument("target", nargs="?", help="a store directory/URI or an experiment file (with --trial)")
+    p.add_argument("--trial", help="a finished trial of the store whose weights were kept")
+    p.add_argument("--model", type=Path, metavar="DIR", help="instead of a store: a directory `lxsweep export` wrote")
+    p.add_argument("--data", metavar="DIR", help="prepare-vqa store (default: the experiment's data)")
+    p.add_argument("--split", required=True, help="a split of that store, e.g. test-dev (questions only) or minival")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help='results JSON to write: [{"question_id", "answer"}]')
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("prepare-vqa", help="official VQA v2 JSON + LXMERT feature TSVs -> memory-mapped store",
                        description=PREPARE_DESCRIPTION, epilog=PREPARE_EPILOG,

@@ -17,7 +17,7 @@ import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Callable, Mapping, Optional
 
 import numpy as np
 import torch
@@ -27,6 +27,11 @@ from safetensors.torch import save_file
 from lxsweep import pruning
 from lxsweep.plan import TrialKey, parent
 from lxsweep.store import Store, finished_trials, mask_path, metrics_path, read_experiment, weights_path
+
+if TYPE_CHECKING:
+    from transformers import LxmertForQuestionAnswering
+
+    from lxsweep.config import Experiment
 
 SPARSE_FILE = "sparse.safetensors"
 SPARSE_FORMAT = "lxsweep.sparse-v1"
@@ -131,25 +136,28 @@ def provenance(store: Store, trial: str) -> dict:
     return out
 
 
-def export_trial(store: Store, trial: str, out: str | Path, log: Callable[[str], None] = print) -> Exported:
-    """Write trial ``trial``'s subnetwork as a ``save_pretrained`` directory plus ``sparse.safetensors``.
+@dataclass
+class TrialModel:
+    """A finished trial's subnetwork, rebuilt from its kept weights (float32, pruned weights zero)."""
 
-    The model is float32 (the kept float16/bfloat16 values cast exactly), so
-    it loads and scores the same everywhere; the sparse form keeps the stored
-    dtype. Raises :class:`ExportError` for an unfinished trial, missing
-    weights or a non-empty ``out``.
-    """
+    exp: "Experiment"
+    key: TrialKey
+    metrics: dict
+    stored: dict[str, torch.Tensor]  # the kept weights as stored (training.weights_dtype)
+    model: "LxmertForQuestionAnswering"
+    tokenizer: object
+    answers: list[str]
+
+
+def trial_model(store: Store, trial: str, log: Callable[[str], None] = print) -> TrialModel:
+    """Rebuild finished trial ``trial`` of ``store`` as a model; :class:`ExportError` when it cannot be."""
     from safetensors.torch import load
     from transformers import LxmertConfig, LxmertForQuestionAnswering
 
     from lxsweep import model as lxmodel
     from lxsweep.data.source import load_dataset
     from lxsweep.pretrain import rewind_point
-    from lxsweep.train import trial_mask_name
 
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ExportError(f"{out}: exists and is not an empty directory — choose a new or empty --out")
     exp = read_experiment(store)
     try:
         key = TrialKey.parse(trial)
@@ -158,18 +166,38 @@ def export_trial(store: Store, trial: str, out: str | Path, log: Callable[[str],
     if key is None or not store.exists(metrics_path(trial)):
         done = ", ".join(sorted(finished_trials(store))) or "none"
         raise ExportError(f"{store.root}: no finished trial {trial!r} — pick one of: {done}")
-    metrics = store.read_json(metrics_path(trial))
     if not store.exists(weights_path(trial)):
         raise ExportError(f"{store.root}: trial {trial} kept no weights (training.keep_weights was "
                           f"{exp.training.keep_weights!r}) — re-run it with `lxsweep trial ... --set "
-                          f"training.keep_weights=all` into a copy of the store, then export from there")
+                          f"training.keep_weights=all` into a copy of the store, then use that copy")
     stored = load(store.read_bytes(weights_path(trial)))
-    data = load_dataset(exp, store)
+    answers = load_dataset(exp, store).answers
     model_dir = rewind_point(exp, store, log)
     config = LxmertConfig.from_pretrained(model_dir)
-    config.num_qa_labels = data.num_answers
-    config.id2label = dict(enumerate(data.answers))
-    config.label2id = {a: i for i, a in enumerate(data.answers)}
+    config.num_qa_labels = len(answers)
+    config.id2label = dict(enumerate(answers))
+    config.label2id = {a: i for i, a in enumerate(answers)}
+    model = LxmertForQuestionAnswering(config)
+    model.load_state_dict({n: t.float() if t.is_floating_point() else t for n, t in stored.items()}, strict=True)
+    tokenizer = lxmodel.load_tokenizer(exp.model.tokenizer or model_dir)
+    return TrialModel(exp, key, store.read_json(metrics_path(trial)), stored, model.eval(), tokenizer, answers)
+
+
+def export_trial(store: Store, trial: str, out: str | Path, log: Callable[[str], None] = print) -> Exported:
+    """Write trial ``trial``'s subnetwork as a ``save_pretrained`` directory plus ``sparse.safetensors``.
+
+    The model is float32 (the kept float16/bfloat16 values cast exactly), so
+    it loads and scores the same everywhere; the sparse form keeps the stored
+    dtype. Raises :class:`ExportError` for an unfinished trial, missing
+    weights or a non-empty ``out``.
+    """
+    from lxsweep.train import trial_mask_name
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ExportError(f"{out}: exists and is not an empty directory — choose a new or empty --out")
+    tm = trial_model(store, trial, log)
+    exp, key, metrics, stored = tm.exp, tm.key, tm.metrics, tm.stored
     mask_name = trial_mask_name(exp, key)
     mask = _stored_mask(store, mask_name)[0] if mask_name else {}
     prunable = pruning.prunable_names(stored, exp.pruning.scope)
@@ -184,16 +212,13 @@ def export_trial(store: Store, trial: str, out: str | Path, log: Callable[[str],
         "metrics": {k: v for k, v in metrics.items() if k.startswith("accuracy") or k == "best_accuracy"},
         "provenance": provenance(store, trial),
     }
-    config.lxsweep = card  # saved into config.json beside the model's own keys
-    model = LxmertForQuestionAnswering(config)
-    model.load_state_dict({n: t.float() if t.is_floating_point() else t for n, t in stored.items()}, strict=True)
+    tm.model.config.lxsweep = card  # saved into config.json beside the model's own keys
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out))
-    lxmodel.load_tokenizer(exp.model.tokenizer or model_dir).save_pretrained(str(out))
+    tm.model.save_pretrained(str(out))
+    tm.tokenizer.save_pretrained(str(out))
     sparse_file = out / SPARSE_FILE
     save_sparse(stored, mask, sparse_file, {"trial": trial, "provenance": json.dumps(card["provenance"])})
-    model_file = out / "model.safetensors"
-    result = Exported(out, model_file, sparse_file, zeros, pruned)
+    result = Exported(out, out / "model.safetensors", sparse_file, zeros, pruned)
     (out / "README.md").write_text(model_card(card, result))
     return result
 

@@ -188,3 +188,35 @@ def test_trial_on_a_finished_trial_reproduces_it_beside_the_sweep_and_compares(s
     assert main(args[:-1]) == 0  # without --check a mismatch is reported, not an error
     assert _files(copy, sweep_only=True) == altered
     assert len(Store(str(copy)).listdir("reproductions/low-L1-s0")) == 3  # one area per reproduction
+
+
+def test_predictions_for_a_questions_only_split_score_the_recorded_accuracy(sweep, tmp_path, capsys):
+    from lxsweep.cli import main
+    from lxsweep.data.prepared import read_manifest
+    from lxsweep.data.synth import write_synthetic
+    from lxsweep.metric import evaluate_files
+
+    exp, store = sweep
+    files = write_synthetic(exp.data.synthetic, tmp_path / "files")
+    questions, annotations = files.splits["valid"]
+    assert main(["prepare-vqa", "--out", str(tmp_path / "test"), "--test-split", "valid", str(questions),
+                 "--features", *map(str, files.features), "--ans2label", str(files.ans2label),
+                 "--num-boxes", str(files.num_boxes)]) == 0
+    assert read_manifest(tmp_path / "test")["splits"]["valid"]["annotated"] is False
+    results = tmp_path / "results.json"
+    assert main(["predict", store.root, "--trial", "low-L1-s0", "--data", str(tmp_path / "test"), "--split", "valid",
+                 "--out", str(results)]) == 0
+    predictions = json.loads(results.read_text())
+    asked = [q["question_id"] for q in json.loads(Path(questions).read_text())["questions"]]
+    assert [p["question_id"] for p in predictions] == asked and all(isinstance(p["answer"], str) for p in predictions)
+    # With the annotations the server keeps, the official metric gives the accuracy the trial recorded.
+    recorded = store.read_json(metrics_path("low-L1-s0"))
+    assert evaluate_files(questions, annotations, results)["overall"] == pytest.approx(recorded["accuracy"], abs=1e-12)
+    # The exported directory answers the same.
+    assert main(["export", store.root, "--trial", "low-L1-s0", "--out", str(tmp_path / "ticket")]) == 0
+    assert main(["predict", "--model", str(tmp_path / "ticket"), "--data", str(tmp_path / "test"), "--split", "valid",
+                 "--out", str(tmp_path / "exported.json")]) == 0
+    assert json.loads((tmp_path / "exported.json").read_text()) == predictions
+    capsys.readouterr()
+    assert main(["predict", store.root, "--trial", "low-L1-s0", "--split", "nosuch", "--out", str(results)]) == 2
+    assert "no split 'nosuch'" in capsys.readouterr().err
