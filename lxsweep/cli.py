@@ -292,9 +292,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from lxsweep.data.prepared import read_manifest
 
     splits: dict[str, tuple[Path, Optional[Path]]] = {}
-    for name, questions, annotations in [*args.splits, *((n, q, None) for n, q in args.test_splits)]:
+    given = [("--split", *s) for s in args.splits] + [("--test-split", n, q, None) for n, q in args.test_splits]
+    for flag, name, questions, annotations in given:
         if name in splits:
-            raise UserError(f"split {name} is given twice — give each split once")
+            raise UserError(f"{flag} {name} is given twice — give each split once")
         splits[name] = (Path(questions), Path(annotations) if annotations else None)
     try:
         out = prepare_vqa(args.out, splits=splits, feature_tsvs=args.features, ans2label=args.ans2label,
