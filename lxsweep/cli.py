@@ -49,6 +49,10 @@ def cmd_trial(args: argparse.Namespace) -> int:
     store = Store.for_experiment(exp)
     write_experiment(store, exp, overwrite=False)  # `status` and `report` read it, as after a launch
     finished = finished_trials(store)
+    if key.name in finished:  # never over the sweep's files: into a reproduction area, then compare
+        return _reproduce(exp, key, store, args.check)
+    if args.check:
+        raise UserError(f"{store.root} has no finished {key.name} to check against — run it without --check first")
     missing = Plan(exp).missing_ancestors(key, {TrialKey.parse(n) for n in finished})
     if missing:
         print(f"store {store.root} lacks the chain prefix of {key.name}; running it first: "
@@ -66,6 +70,26 @@ def cmd_trial(args: argparse.Namespace) -> int:
               f"blind {base['blind']['accuracy']:.4f}; {dense.name}: {dense_acc:.4f}")
     print(f"metrics: {store.path(metrics_path(key.name))}")
     return 0
+
+
+def _reproduce(exp: Experiment, key, store, check: bool) -> int:
+    from lxsweep.hooks import ProgressBar, Tracking, log_line
+    from lxsweep.reproduce import reproduce_trial, reproduction_store
+
+    area = reproduction_store(store, key.name)
+    print(f"{key.name} is finished in {store.root}; reproducing it into {area.root}")
+    rep = reproduce_trial(exp, key, store, area, hooks=[Tracking(exp, key, area, rerun=True), ProgressBar()],
+                          log=log_line)
+    _print_result(rep.reproduced)
+    for line in rep.environment:
+        print(f"  environment differs: {line}")
+    if rep.matched:
+        print(f"reproduced {key.name}: matches the sweep (metrics and weight digest identical)")
+        return 0
+    print(f"reproduced {key.name}: DIFFERS from the sweep in {len(rep.differences)} value(s):")
+    for line in rep.differences:
+        print(f"  {line}")
+    return 1 if check else 0
 
 
 def _print_result(m: dict) -> None:
@@ -143,6 +167,70 @@ def _store_from_arg(target: str, overrides: list[str]):
     return store
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from lxsweep.export import ExportError, export_trial
+    from lxsweep.hooks import log_line
+
+    store = _store_from_arg(args.target, args.overrides)
+    try:
+        done = export_trial(store, args.trial, args.out, log=log_line)
+    except ExportError as exc:
+        raise UserError(str(exc)) from None
+    mb = lambda n: f"{n / 1e6:.2f} MB"
+    print(f"wrote {done.out}: {args.trial}, {done.pruned} weights pruned ({done.zeros} zeros in scope); "
+          f"load it with LxmertForQuestionAnswering.from_pretrained({str(done.out)!r})")
+    print(f"size on disk: dense {done.model_file.name} {mb(done.dense_bytes)}, sparse {done.sparse_file.name} "
+          f"{mb(done.sparse_bytes)} ({done.sparse_bytes / done.dense_bytes:.2f}x); "
+          f"back to dense: lxsweep.export.load_sparse({str(done.sparse_file)!r})")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from lxsweep.data import VQAStoreError
+    from lxsweep.data.prepared import load_vqa_store
+    from lxsweep.export import ExportError, trial_model
+    from lxsweep.hooks import log_line
+    from lxsweep.predict import predict_split, write_results
+
+    if (args.target is None) == (args.model is None):
+        raise UserError("give a store (or experiment) with --trial, or --model DIR of an exported trial")
+    if args.target is not None:
+        if not args.trial:
+            raise UserError("--trial NAME is required with a store — pick a finished trial, e.g. low-L2-s0")
+        store = _store_from_arg(args.target, args.overrides)
+        try:
+            tm = trial_model(store, args.trial, log=log_line)
+        except ExportError as exc:
+            raise UserError(str(exc)) from None
+        model, tokenizer, answers = tm.model, tm.tokenizer, tm.answers
+        max_tokens, batch = tm.exp.data.max_tokens, tm.exp.training.eval_batch_size
+        data = args.data or _prepared_data(tm.exp, store)
+    else:
+        from transformers import AutoTokenizer, LxmertForQuestionAnswering
+
+        if args.data is None:
+            raise UserError("--data DIR (a prepare-vqa store) is required with --model")
+        model = LxmertForQuestionAnswering.from_pretrained(str(args.model))
+        tokenizer = AutoTokenizer.from_pretrained(str(args.model))
+        answers = [model.config.id2label[i] for i in range(model.config.num_qa_labels)]
+        max_tokens = (getattr(model.config, "lxsweep", None) or {}).get("max_tokens", 20)
+        batch, data = 256, args.data
+    try:
+        split = load_vqa_store(data, args.split, args.split).valid
+    except VQAStoreError as exc:
+        raise UserError(str(exc)) from None
+    path = write_results(predict_split(model, tokenizer, answers, split, max_tokens, batch), args.out)
+    print(f"wrote {path}: {len(split)} answers for split {args.split} of {data}")
+    return 0
+
+
+def _prepared_data(exp: Experiment, store) -> str:
+    """The prepared store an experiment's trials read: ``data.path``, or the synthetic task's cache."""
+    from lxsweep.data.source import synthetic_store
+
+    return str(synthetic_store(exp.data.synthetic, store)) if exp.data.source == "synthetic" else exp.data.path
+
+
 # -- data ---------------------------------------------------------------------
 
 
@@ -178,9 +266,12 @@ def _positive_int(text: str) -> int:
 
 def _prepare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="store directory to write")
-    p.add_argument("--split", required=True, action="append", nargs=3, dest="splits",
+    p.add_argument("--split", action="append", nargs=3, dest="splits", default=[],
                    metavar=("NAME", "QUESTIONS_JSON", "ANNOTATIONS_JSON"),
                    help="a split: its name and official VQA v2 questions and annotations files (repeat per split)")
+    p.add_argument("--test-split", action="append", nargs=2, dest="test_splits", default=[],
+                   metavar=("NAME", "QUESTIONS_JSON"),
+                   help="a split with questions but no annotations (test-dev, test-std), for `lxsweep predict`")
     p.add_argument("--features", required=True, nargs="+", type=Path, metavar="TSV",
                    help="LXMERT feature TSVs (e.g. train2014_obj36.tsv val2014_obj36.tsv)")
     p.add_argument("--ans2label", type=Path, metavar="FILE",
@@ -200,11 +291,12 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from lxsweep.data.prepare import prepare_vqa
     from lxsweep.data.prepared import read_manifest
 
-    splits: dict[str, tuple[Path, Path]] = {}
-    for name, questions, annotations in args.splits:
+    splits: dict[str, tuple[Path, Optional[Path]]] = {}
+    given = [("--split", *s) for s in args.splits] + [("--test-split", n, q, None) for n, q in args.test_splits]
+    for flag, name, questions, annotations in given:
         if name in splits:
-            raise UserError(f"--split {name} is given twice — give each split once")
-        splits[name] = (Path(questions), Path(annotations))
+            raise UserError(f"{flag} {name} is given twice — give each split once")
+        splits[name] = (Path(questions), Path(annotations) if annotations else None)
     try:
         out = prepare_vqa(args.out, splits=splits, feature_tsvs=args.features, ans2label=args.ans2label,
                           min_count=args.min_count, num_boxes=args.num_boxes, limit=args.limit,
@@ -277,8 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_plan)
 
-    p = _parser(sub, "trial", "run one trial on this machine without Ray (the same function a Ray worker runs)",
-                "lxsweep trial experiments/smoke.yaml --level 2 --subnetwork low --seed 0")
+    p = _parser(sub, "trial", "run one trial on this machine without Ray (the same function a Ray worker runs); "
+                "a finished one is reproduced into <store>/reproductions/ and compared",
+                "lxsweep trial experiments/smoke.yaml --level 2 --subnetwork low --seed 0 [--check]")
     _experiment_args(p)
     p.add_argument("--level", type=int, required=True, help="pruning level (0 = the dense model)")
     from lxsweep import subnetworks
@@ -287,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"one of {', '.join(subnetworks.names())} or one a plugin registers "
                         f"(default: {subnetworks.TICKET} above level 0; level 0 alone is the dense model)")
     p.add_argument("--seed", type=int, required=True, help="one of the experiment's seeds")
+    p.add_argument("--check", action="store_true",
+                   help="the trial is finished in the store: exit 1 unless the reproduction matches it")
     p.set_defaults(func=cmd_trial)
 
     p = _parser(sub, "status", "counts, best ticket and time left, from the store alone",
@@ -300,6 +395,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="a store directory/URI or an experiment file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=cmd_report)
+
+    p = _parser(sub, "export", "a trial's subnetwork as a Hugging Face directory (pruned weights zero) plus a sparse file",
+                "lxsweep export runs/smoke-<hash> --trial low-L2-s0 --out tickets/low-L2-s0")
+    p.add_argument("target", help="a store directory/URI or an experiment file")
+    p.add_argument("--trial", required=True, help="a finished trial of the store, e.g. low-L2-s0")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="new or empty directory to write")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_export)
+
+    p = _parser(sub, "predict", "a trial's answers for a prepared split as official results JSON (for the VQA server)",
+                "lxsweep predict runs/paper-<hash> --trial low-L5-s0 --data data/vqa --split test-dev --out results.json")
+    p.add_argument("target", nargs="?", help="a store directory/URI or an experiment file (with --trial)")
+    p.add_argument("--trial", help="a finished trial of the store whose weights were kept")
+    p.add_argument("--model", type=Path, metavar="DIR", help="instead of a store: a directory `lxsweep export` wrote")
+    p.add_argument("--data", metavar="DIR", help="prepare-vqa store (default: the experiment's data)")
+    p.add_argument("--split", required=True, help="a split of that store, e.g. test-dev (questions only) or minival")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help='results JSON to write: [{"question_id", "answer"}]')
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("prepare-vqa", help="official VQA v2 JSON + LXMERT feature TSVs -> memory-mapped store",
                        description=PREPARE_DESCRIPTION, epilog=PREPARE_EPILOG,

@@ -109,6 +109,11 @@ class TrainingConfig:
     weight_decay: float = 0.01
     grad_clip: float = 5.0
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on GPU, fp32 on CPU
+    # Which trials keep their trained weights in the store (weights/<trial>.safetensors): every trial,
+    # only tickets (the ticket criterion and dense), or none; and in which dtype (pruned entries are
+    # exactly zero in any of them). Selection only: the hash leaves both out.
+    keep_weights: Literal["all", "tickets", "none"] = selects("all")
+    weights_dtype: Literal["float16", "bfloat16", "float32"] = selects("float16")
 
 
 @dataclass

@@ -11,6 +11,8 @@ Layout (``<storage>/<name>-<hash>/``), every relative path built by a function b
     trials/<trial>/node.json         the Ray node of the last attempt (sweeps only)
     trials/<trial>/driver.json       start and end of its Ray Tune driver (sweeps only)
     masks/<trial>.safetensors        the mask trial <trial> trains with (bit-packed)
+    weights/<trial>.safetensors      its trained weights (training.keep_weights, training.weights_dtype)
+    reproductions/<trial>/<stamp>/   a re-run of a finished trial (`lxsweep trial`), laid out like a store
     rewind/dense-s<seed>-step<n>.safetensors   rewind-point weights (rewind.to: step)
     pretrained-<hash>/               the synthetic task's pretrained rewind point
     ray/                             Ray Tune/Train state and checkpoints
@@ -170,6 +172,36 @@ class Store:
         return cache
 
 
+class OverlayStore(Store):
+    """A store that writes into its own directory and reads through to a base store.
+
+    A reproduction runs a finished trial into ``reproductions/<trial>/<stamp>/``
+    of the sweep's store: it finds the sweep's masks, rewind point and data
+    there, and everything it writes (metrics, masks, weights, attempts) lands
+    in its own directory, never over the sweep's files.
+    """
+
+    def __init__(self, root: str, base: Store):
+        super().__init__(root)
+        self.base = base
+
+    def exists(self, rel: str) -> bool:
+        return super().exists(rel) or self.base.exists(rel)
+
+    def read_bytes(self, rel: str) -> bytes:
+        return super().read_bytes(rel) if super().exists(rel) else self.base.read_bytes(rel)
+
+    def delete(self, rel: str) -> None:
+        if super().exists(rel):  # only this store's own files; the base store is read-only here
+            super().delete(rel)
+
+    def listdir(self, rel: str) -> list[str]:
+        return sorted(set(super().listdir(rel)) | set(self.base.listdir(rel)))
+
+    def local_dir(self, rel: str, cache: str | Path | None = None) -> Path:
+        return super().local_dir(rel, cache) if super().exists(rel) else self.base.local_dir(rel, cache)
+
+
 # -- the layout: every relative path in the store ----------------------------
 
 EXPERIMENT_FILE = "experiment.yaml"
@@ -218,6 +250,19 @@ def attempt_started(filename: str) -> float:
 
 def mask_path(name: str) -> str:
     return f"masks/{name}.safetensors"
+
+
+def weights_path(name: str) -> str:
+    """Trial ``name``'s trained weights (safetensors, ``training.weights_dtype``)."""
+    return f"weights/{name}.safetensors"
+
+
+REPRODUCTIONS_DIR = "reproductions"
+
+
+def reproduction_dir(name: str, stamp: str) -> str:
+    """A re-run of finished trial ``name`` started at ``stamp``: a store of its own (see :class:`OverlayStore`)."""
+    return f"{REPRODUCTIONS_DIR}/{name}/{stamp}"
 
 
 def rewind_path(seed: int, step: int) -> str:

@@ -10,6 +10,7 @@ lxsweep/sweep.py). It imports no Ray: distributed training is plain
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -37,7 +38,7 @@ from lxsweep.metric import accuracy_metrics
 from lxsweep.pretrain import rewind_point
 from lxsweep.plan import TrialKey, child_masks, mask_source, parent, validate_key
 from lxsweep.store import (Store, attempt_path, failed_path, mask_path, metrics_path, rewind_path,
-                           sparsity_path)
+                           sparsity_path, weights_path)
 from lxsweep.subnetworks import DENSE, MaskInputs
 
 
@@ -134,6 +135,48 @@ def write_child_masks(exp: Experiment, key: TrialKey, store: Store, model: torch
         _save_mask(store, child.name, crit.mask(inputs), {"trial": child.name, "kind": crit.name, "from": key.name})
         written.append(child.name)
     return written
+
+
+def trial_mask_name(exp: Experiment, key: TrialKey) -> Optional[str]:
+    """The stored mask trial ``key`` trained with (its parent's child mask or its own generated one), if any."""
+    crit = subnetworks.criterion(key.subnetwork)
+    if key.level == 0 or crit is None:
+        return None
+    return mask_source(exp, key) or key.name
+
+
+# -- trained weights --------------------------------------------------------------
+
+
+def keeps_weights(exp: Experiment, key: TrialKey) -> bool:
+    """``training.keep_weights``: every trial, only tickets (the ticket criterion and dense), or none."""
+    keep = exp.training.keep_weights
+    return keep == "all" or (keep == "tickets" and key.subnetwork in (DENSE, subnetworks.TICKET))
+
+
+def write_weights(exp: Experiment, key: TrialKey, store: Store, model: torch.nn.Module) -> Optional[dict]:
+    """Rank 0: store the trained weights in ``training.weights_dtype``; what ``metrics.json`` records of them.
+
+    Floating tensors are cast (pruned entries are exactly zero in every
+    dtype); ``zeros`` counts the exact zeros among the prunable weights of the
+    stored file, ``sha256`` digests its tensors (:func:`tensors_digest`: not the
+    file's bytes, whose header order safetensors does not fix).
+    """
+    if not keeps_weights(exp, key):
+        return None
+    from safetensors.torch import save
+
+    dtype = getattr(torch, exp.training.weights_dtype)
+    # `+ 0.0` turns the -0.0 that masking leaves into +0.0 (and changes nothing else), so the file's
+    # bits are those any sparse form rebuilds: one zero, not two.
+    state = {n: (t.detach().to("cpu", dtype) + 0.0 if t.is_floating_point() else t.detach().cpu()).contiguous()
+             for n, t in model.state_dict().items()}
+    prunable = pruning.prunable_names(state, exp.pruning.scope)
+    data = save(state, metadata={"trial": key.name, "dtype": exp.training.weights_dtype})
+    store.write_bytes(weights_path(key.name), data)
+    return {"path": weights_path(key.name), "dtype": exp.training.weights_dtype, "bytes": len(data),
+            "sha256": tensors_digest(state),
+            "zeros": sum(int((state[n] == 0).sum()) for n in prunable)}
 
 
 # -- hooks ----------------------------------------------------------------------
@@ -488,6 +531,7 @@ def _final_metrics(exp: Experiment, key: TrialKey, store: Store, fit: "_Fit", ma
                    history: list[dict], started: float, digests: list[str]) -> dict:
     """Rank 0: write the child masks and the sparsity report; the trial's final metrics."""
     rt = fit.rt
+    weights = write_weights(exp, key, store, fit.model)
     children = write_child_masks(exp, key, store, fit.model, mask)
     total_params = sum(p.numel() for p in fit.model.parameters())
     report_ = pruning.sparsity_report(mask, total_params) if mask else None
@@ -502,17 +546,25 @@ def _final_metrics(exp: Experiment, key: TrialKey, store: Store, fit: "_Fit", ma
         **{k: v for k, v in final.items() if k.startswith("accuracy")},
         "best_accuracy": max(h["accuracy"] for h in history),
         "train_loss": final["train_loss"], "epochs": len(history), "steps": fit.step,
-        "history": history, "child_masks": children,
+        "history": history, "child_masks": children, "weights": weights,
         "started_at": started, "finished_at": time.time(), "duration_s": round(time.time() - started, 3),
         "experiment": exp.name, "hash": exp.hash, "world_size": rt.world, "replica_digests": digests, "device": str(rt.device),
         "host": socket.gethostname(), "python": platform.python_version(), "torch": torch.__version__,
     }
 
 
+def tensors_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 (16 hex digits) of a state dict's names, dtypes, shapes and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{list(state[name].shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def replica_digests(model: torch.nn.Module, rt: Runtime) -> list[str]:
     """A digest of every rank's final weights (DDP replicas must agree bit for bit)."""
-    import hashlib
-
     h = hashlib.sha256()
     state = model.state_dict()
     for name in sorted(state):

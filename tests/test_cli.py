@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-COMMANDS = ["launch", "plan", "trial", "status", "report", "prepare-vqa", "synth", "vqa-eval"]
+COMMANDS = ["launch", "plan", "trial", "status", "report", "export", "predict", "prepare-vqa", "synth", "vqa-eval"]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

@@ -165,9 +165,12 @@ def test_trial_command_reproduces_a_sweep_trial(sweep):
     swept = store.read_json(f"trials/{name}/metrics.json")
     sets = [a for s in (*BASE, f"storage={exp.storage}") for a in ("--set", s)]
     proc = subprocess.run([sys.executable, "-m", "lxsweep.cli", "trial", str(SMOKE), "--level", "2", "--subnetwork",
-                           "low", "--seed", "0", *sets], capture_output=True, text=True, env=_env(), timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    again = store.read_json(f"trials/{name}/metrics.json")
+                           "low", "--seed", "0", "--check", *sets], capture_output=True, text=True, env=_env(), timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"reproduced {name}: matches the sweep" in proc.stdout
+    assert store.read_json(f"trials/{name}/metrics.json") == swept  # never over the sweep's files
+    (stamp,) = store.listdir(f"reproductions/{name}")
+    again = store.read_json(f"reproductions/{name}/{stamp}/trials/{name}/metrics.json")
     for k in ("accuracy", "accuracy_yesno", "accuracy_number", "accuracy_other", "train_loss", "sparsity"):
         assert again[k] == swept[k], k
     assert again["replica_digests"] == swept["replica_digests"]  # bit-identical final weights
@@ -176,7 +179,7 @@ def test_trial_command_reproduces_a_sweep_trial(sweep):
     from wandb_records import run_info
 
     sweep_id = f"{exp.name}-{exp.hash}-{name}"
-    runs = [run_info(f) for f in Path(store.path("wandb")).rglob(f"*{name}*.wandb")]
+    runs = [run_info(f) for f in Path(store.root).rglob(f"*{name}*.wandb")]  # the sweep's and the reproduction's
     assert [r.get("id") for r in runs if r.get("id") == sweep_id] == [sweep_id]
     rerun = [r for r in runs if (r.get("id") or "").startswith(f"{sweep_id}-rerun-")]
     assert len(rerun) == 1 and rerun[0]["job_type"] == "low" and rerun[0]["config"]["trial"] == name

@@ -43,7 +43,8 @@ def prepare_vqa(
 ) -> Path:
     """Convert official VQA v2 files and LXMERT feature TSVs into a store at ``out_dir``.
 
-    ``splits`` maps a split name to its (questions JSON, annotations JSON).
+    ``splits`` maps a split name to its (questions JSON, annotations JSON);
+    annotations ``None`` is a questions-only (test) split, for predictions.
     The answer vocabulary is ``ans2label`` or, without it, built from the full
     annotations of ``vocab_splits`` with :func:`build_answer_vocab`.
     ``limit`` keeps the first N questions of each split (a quick small store);
@@ -131,7 +132,12 @@ def _check_arguments(splits: Mapping[str, Any], feature_tsvs: Sequence[Any], ans
         if unknown or not vocab_splits:
             raise VQAInputError(f"the answer vocabulary is built from split(s) {', '.join(vocab_splits) or '(none)'}, "
                                 f"but the splits are {', '.join(splits)}; pass --ans2label or --vocab-split NAME")
-    files = [p for pair in splits.values() for p in pair] + list(feature_tsvs) + ([ans2label] if ans2label else [])
+    if ans2label is None:
+        unannotated = [s for s in vocab_splits if s in splits and splits[s][1] is None]
+        if unannotated:
+            raise VQAInputError(f"split(s) {', '.join(unannotated)} have no annotations to build the answer "
+                                f"vocabulary from; pass --ans2label or --vocab-split NAME of an annotated split")
+    files = [p for pair in splits.values() for p in pair if p is not None] + list(feature_tsvs) + ([ans2label] if ans2label else [])
     for path in map(Path, files):
         if not path.is_file():
             raise VQAInputError(f"{path}: " + ("is a directory, expected a file" if path.is_dir() else "file not found"))
@@ -283,5 +289,7 @@ def _write_split(directory: Path, name: str, records: list[dict[str, Any]], rows
         "without_target": int((labels[:, 0] < 0).sum()),  # no annotator answer is in the vocabulary
         "target_width": labels.shape[1],
         "answer_types": dict(sorted(Counter(r["answer_type"] for r in kept).items())),
-        "source": {"questions": str(Path(sources[0]).resolve()), "annotations": str(Path(sources[1]).resolve())},
+        "source": {"questions": str(Path(sources[0]).resolve()),
+                   "annotations": str(Path(sources[1]).resolve()) if sources[1] is not None else None},
+        "annotated": sources[1] is not None,
     }

@@ -66,14 +66,27 @@ def build_answer_vocab(annotations: Iterable[Mapping[str, Any]], min_count: int 
     return sorted((a for a, c in counts.items() if c >= min_count), key=lambda a: (-counts[a], a))
 
 
-def read_vqa_split(questions_json: str | Path, annotations_json: str | Path) -> list[dict[str, Any]]:
+def read_vqa_split(questions_json: str | Path, annotations_json: str | Path | None) -> list[dict[str, Any]]:
     """Join an official VQA v2 questions file with its annotations file, in question order.
 
     Each record: question_id, image_id, question, question_type, answer_type,
     multiple_choice_answer and answers (the annotators' raw answer strings).
+    Without ``annotations_json`` (a test split: the evaluation server keeps
+    the answers) the answer fields are empty.
     """
-    qpath, apath = Path(questions_json), Path(annotations_json)
+    qpath = Path(questions_json)
     questions = _json_list(qpath, "questions", "v2_OpenEnded_mscoco_*_questions.json")
+    if annotations_json is None:
+        records = []
+        for i, q in enumerate(questions):
+            _require(q, ("question_id", "image_id", "question"), f"{qpath}: questions[{i}]")
+            records.append({"question_id": int(q["question_id"]), "image_id": int(q["image_id"]),
+                            "question": q["question"], "question_type": "", "answer_type": "",
+                            "multiple_choice_answer": "", "answers": []})
+        if len({r["question_id"] for r in records}) != len(records):
+            raise VQAInputError(f"{qpath}: a question_id appears twice")
+        return records
+    apath = Path(annotations_json)
     annotations = _json_list(apath, "annotations", "v2_mscoco_*_annotations.json")
     by_id: dict[int, dict[str, Any]] = {}
     for i, ann in enumerate(annotations):
