@@ -7,7 +7,6 @@ answer vocabulary and initialised from the trial's seed.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 import transformers
@@ -72,9 +71,3 @@ def init_answer_head(model: LxmertForQuestionAnswering, seed: int) -> None:
 def reinitialize(model: LxmertForQuestionAnswering, seed: int) -> None:
     """Fresh random weights everywhere (the LTH reinitialisation control)."""
     _init_weights(model, model.config.initializer_range, torch.Generator().manual_seed(seed))
-
-
-def save(model: LxmertForQuestionAnswering, tokenizer, directory: str | Path) -> None:
-    """``save_pretrained`` the model and its tokenizer into one directory."""
-    model.save_pretrained(str(directory))
-    tokenizer.save_pretrained(str(directory))
