@@ -100,7 +100,9 @@ def child_masks(exp: Experiment, key: TrialKey) -> list[TrialKey]:
 
     Each is named after the trial that trains with it (``low-L3-s0`` is the
     mask low level 3 uses). Dense feeds level 1 of every chain (iterative) or
-    every level (oneshot); a chain trial feeds its chain's next level.
+    every level (oneshot); a chain trial feeds its chain's next level, also
+    past the last planned one: the mask is small, and raising
+    ``pruning.levels`` later then continues every finished chain from the store.
     """
     chains = subnetworks.chains(exp.pruning.subnetworks)
     levels = range(1, exp.num_levels + 1)
@@ -108,8 +110,7 @@ def child_masks(exp: Experiment, key: TrialKey) -> list[TrialKey]:
         chosen = levels if exp.pruning.schedule == "oneshot" else levels[:1]
         return [TrialKey(k, c, key.seed) for c in chains for k in chosen]
     entry = subnetworks.get(key.subnetwork)
-    if (isinstance(entry, subnetworks.Criterion) and entry.iterative and exp.pruning.schedule == "iterative"
-            and key.level < exp.num_levels):
+    if isinstance(entry, subnetworks.Criterion) and entry.iterative and exp.pruning.schedule == "iterative":
         return [TrialKey(key.level + 1, key.subnetwork, key.seed)]
     return []
 

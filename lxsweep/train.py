@@ -115,10 +115,42 @@ def trial_mask(exp: Experiment, key: TrialKey, store: Store, model: torch.nn.Mod
         return mask
     source = mask_source(exp, key)
     if not store.exists(mask_path(source)):
+        recomputed = _mask_from_kept_weights(exp, key, store, model)
+        if recomputed is not None:
+            return recomputed
         raise FileNotFoundError(
             f"trial {key.name} needs mask {mask_path(source)} in {store.root}; run {parent(exp, key)} first"
         )
     return _load_mask(store, source)
+
+
+def _child_mask(exp: Experiment, child: TrialKey, weights: dict, current: pruning.Mask) -> pruning.Mask:
+    """The mask ``child`` trains with, from its parent's trained ``weights`` and the mask they trained under."""
+    inputs = MaskInputs(weights, current, exp.sparsity(child.level), child.seed, child.level, exp.pruning.layerwise)
+    return subnetworks.criterion(child.subnetwork).mask(inputs)
+
+
+def _mask_from_kept_weights(exp: Experiment, key: TrialKey, store: Store, model: torch.nn.Module) -> Optional[pruning.Mask]:
+    """A chain mask its finished parent never wrote, rebuilt from the parent's kept weights (else None).
+
+    Stores made before chain trials wrote their next level's mask past the
+    last planned level lack it when ``pruning.levels`` is raised later; the
+    parent is finished and must not be re-run, but its kept weights define the
+    mask (ranked in the stored dtype: with float16, ties may order differently).
+    """
+    from safetensors.torch import load
+
+    par = parent(exp, key)
+    if par is None or not store.exists(metrics_path(par.name)) or not store.exists(weights_path(par.name)):
+        return None
+    state = load(store.read_bytes(weights_path(par.name)))
+    weights = {n: state[n].float() for n in pruning.prunable_parameters(model, exp.pruning.scope)}
+    source = mask_source(exp, par)
+    current = _load_mask(store, source) if source else pruning.full_mask(weights)
+    mask = _child_mask(exp, key, weights, current)
+    _save_mask(store, key.name, mask, {"trial": key.name, "kind": key.subnetwork, "from": par.name,
+                                       "recomputed_from": weights_path(par.name)})
+    return mask
 
 
 def write_child_masks(exp: Experiment, key: TrialKey, store: Store, model: torch.nn.Module, mask: Optional[pruning.Mask]) -> list[str]:
@@ -130,9 +162,8 @@ def write_child_masks(exp: Experiment, key: TrialKey, store: Store, model: torch
     current = mask if mask is not None else pruning.full_mask(weights)
     written = []
     for child in children:
-        crit = subnetworks.criterion(child.subnetwork)
-        inputs = MaskInputs(weights, current, exp.sparsity(child.level), key.seed, child.level, exp.pruning.layerwise)
-        _save_mask(store, child.name, crit.mask(inputs), {"trial": child.name, "kind": crit.name, "from": key.name})
+        mask = _child_mask(exp, child, weights, current)
+        _save_mask(store, child.name, mask, {"trial": child.name, "kind": child.subnetwork, "from": key.name})
         written.append(child.name)
     return written
 

@@ -26,7 +26,7 @@ def test_chain_parents_and_children():
     assert mask_source(exp, K("reinit-L3-s0")) == "low-L3-s0"
     assert child_masks(exp, K("dense-L0-s0")) == [K("low-L1-s0"), K("high-L1-s0")]
     assert child_masks(exp, K("low-L2-s0")) == [K("low-L3-s0")]
-    assert child_masks(exp, K("low-L3-s0")) == []  # last level
+    assert child_masks(exp, K("low-L3-s0")) == [K("low-L4-s0")]  # past the last level: raising levels continues
 
 
 def test_oneshot_and_rewind_step_change_the_dag():

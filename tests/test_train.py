@@ -201,3 +201,25 @@ def test_trial_command_runs_the_missing_chain_prefix(smoke_file, tiny_overrides)
     bad = subprocess.run([sys.executable, "-m", "lxsweep.cli", "trial", str(smoke_file), "--level", "9",
                           "--subnetwork", "low", "--seed", "0", *sets], capture_output=True, text=True)
     assert bad.returncode == 2 and "level 9 is outside 0..3" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_raising_levels_continues_a_finished_chain(smoke_file, tiny_overrides):
+    """A chain's last trial writes its next mask, so `pruning.levels` can be raised after the sweep ends;
+    a store that lacks that mask (made before) rebuilds it from the parent's kept weights."""
+    one = load_experiment(smoke_file, [*tiny_overrides, "pruning.levels=1", "pruning.subnetworks=[low]"])
+    two = load_experiment(smoke_file, [*tiny_overrides, "pruning.levels=2", "pruning.subnetworks=[low]"])
+    assert one.hash == two.hash  # levels select trials; they do not change any trial's result
+    store = Store.for_experiment(one)
+    run_trial(one, K("dense-L0-s0"), store, log=lambda s: None)
+    low1 = run_trial(one, K("low-L1-s0"), store, log=lambda s: None)
+    assert low1["child_masks"] == ["low-L2-s0"]
+    written = _load_mask(store, "low-L2-s0")
+    assert_exact(written, two.sparsity(2))
+
+    Path(store.path(mask_path("low-L2-s0"))).unlink()  # as in a store from before the change
+    low2 = run_trial(two, K("low-L2-s0"), store, log=lambda s: None)
+    rebuilt = _load_mask(store, "low-L2-s0")
+    assert_exact(rebuilt, two.sparsity(2))
+    same = sum(int((rebuilt[n] == written[n]).sum()) for n in written)
+    assert same >= 0.999 * sum(m.numel() for m in written.values())  # float16 ranking may break a tie differently
+    assert low2["sparsity"] == pytest.approx(two.sparsity(2), abs=1e-4)
