@@ -26,7 +26,7 @@ from typing import Optional
 
 from lxsweep import subnetworks
 from lxsweep.stats import paired_difference
-from lxsweep.store import TRIALS_DIR, Store, metrics_path, report_path, sparsity_path
+from lxsweep.store import EXPERIMENT_FILE, TRIALS_DIR, Store, metrics_path, report_path, sparsity_path
 from lxsweep.subnetworks import DENSE
 
 ACCURACY_COLUMNS = ("accuracy", "accuracy_yesno", "accuracy_number", "accuracy_other")
@@ -419,6 +419,17 @@ def plot_where_pruned(rows: list[dict], sparsity: dict[str, dict], path: str | P
     return True
 
 
+def report_title(store: Store) -> str:
+    """The experiment's name and hash from the store's ``experiment.yaml``; else the store directory's name."""
+    import yaml
+
+    try:
+        record = yaml.safe_load(store.read_bytes(EXPERIMENT_FILE))
+        return f"{record['name']} ({record['hash']})"
+    except (OSError, yaml.YAMLError, KeyError, TypeError):  # none, or unreadable: the directory names the store
+        return Path(store.root).name
+
+
 def write_report(store: Store) -> list[str]:
     """Write the report files (:data:`REPORT_FILES`) into ``<store>/report``; returns their paths."""
     import tempfile
@@ -426,7 +437,7 @@ def write_report(store: Store) -> list[str]:
     rows = load_rows(store, with_history=True)
     if not rows:
         return []
-    title = Path(store.root).name
+    title = report_title(store)
     baselines = load_baselines(store)
     sparsity = load_group_sparsity(store, rows)
     csv_name, md_name, png_name, curves_name, where_name = REPORT_FILES
