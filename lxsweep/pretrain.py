@@ -47,7 +47,7 @@ from transformers import LxmertConfig, LxmertForPreTraining
 from lxsweep import model as lxmodel
 from lxsweep.config import Experiment, canonical_hash
 from lxsweep.data import VQASplit
-from lxsweep.data.loader import tokenize
+from lxsweep.data.loader import per_image, region_tensors, tokenize
 from lxsweep.store import Store, pretrained_dir
 
 OBJECTIVES = ("mlm", "obj", "attr", "feat", "itm", "qa")
@@ -142,19 +142,17 @@ class PretrainingBatches:
         ids = self.tokens["input_ids"][rows].clone()
         batch = {"input_ids": ids, "attention_mask": self.tokens["attention_mask"][rows],
                  "token_type_ids": self.tokens["token_type_ids"][rows]}
-        img = images.numpy()
-        uniq, inverse = np.unique(img, return_inverse=True)
-        feats = torch.from_numpy(np.asarray(self.split.features[uniq])[inverse]).float()
-        batch["visual_pos"] = torch.from_numpy(np.asarray(self.split.boxes[uniq], dtype=np.float32)[inverse])
+        take = per_image(images.numpy())
+        feats, batch["visual_pos"] = region_tensors(self.split, take)
         if "mlm" in self.objectives:
             batch["labels"] = self._mask_words(ids, batch["attention_mask"] * masked_rows.unsqueeze(1), gen)
         if self.objectives & {"obj", "attr", "feat"}:
             masked = ((torch.rand(feats.shape[:2], generator=gen) < self.mask_prob) & masked_rows.unsqueeze(1)).float()
             labels = {}
             if "obj" in self.objectives:
-                labels["obj"] = (torch.from_numpy(np.asarray(self.split.object_labels[uniq])[inverse]).long(), masked)
+                labels["obj"] = (torch.from_numpy(take(self.split.object_labels)).long(), masked)
             if "attr" in self.objectives:
-                labels["attr"] = (torch.from_numpy(np.asarray(self.split.attr_labels[uniq])[inverse]).long(), masked)
+                labels["attr"] = (torch.from_numpy(take(self.split.attr_labels)).long(), masked)
             if "feat" in self.objectives:
                 labels["feat"] = (feats.clone(), masked)
             feats = feats * (1.0 - masked).unsqueeze(-1)  # LXMERT zeroes a masked region's feature

@@ -6,7 +6,7 @@ read, so a trial's resident memory does not grow with the number of images.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -24,6 +24,23 @@ def tokenize(tokenizer, questions: list[str], max_tokens: int) -> dict[str, torc
     }
 
 
+def per_image(images: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """``take(array)``: the rows of a per-image array for each of ``images``, in order.
+
+    One sorted read of the distinct images from the memmap, then a reorder:
+    sequential pages, no per-row syscalls.
+    """
+    uniq, inverse = np.unique(images, return_inverse=True)
+    return lambda array: np.asarray(array[uniq])[inverse]
+
+
+def region_tensors(split: VQASplit, take: Callable[[np.ndarray], np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Region features (float32) and boxes of the images ``take`` reads (:func:`per_image`)."""
+    # fp16 -> fp32 in torch: numpy's cast was ~10 of 13 ms per batch (bench/loader.py).
+    feats = torch.from_numpy(np.ascontiguousarray(take(split.features))).float()
+    return feats, torch.from_numpy(take(split.boxes).astype(np.float32, copy=False))
+
+
 class BatchedSplit(torch.utils.data.Dataset):
     """A split whose ``__getitems__`` builds a whole batch (DataLoader calls it once per batch)."""
 
@@ -35,18 +52,14 @@ class BatchedSplit(torch.utils.data.Dataset):
 
     def __getitems__(self, rows: list[int]) -> dict[str, torch.Tensor]:
         rows_np = np.asarray(rows, dtype=np.int64)
-        images = self.split.image_index[rows_np]
-        # One sorted read from the memmap, then reorder: sequential pages, no per-row syscalls.
-        uniq, inverse = np.unique(images, return_inverse=True)
-        # fp16 -> fp32 in torch: numpy's cast was ~10 of 13 ms per batch (bench/loader.py).
-        feats = torch.from_numpy(np.ascontiguousarray(np.asarray(self.split.features[uniq])[inverse])).float()
-        boxes = np.asarray(self.split.boxes[uniq], dtype=np.float32)[inverse]
+        take = per_image(self.split.image_index[rows_np])
+        feats, boxes = region_tensors(self.split, take)
         rows_t = torch.from_numpy(rows_np)
         return {
             "rows": rows_t,
             **{k: v[rows_t] for k, v in self.tokens.items()},
             "features": feats,
-            "boxes": torch.from_numpy(boxes),
+            "boxes": boxes,
             "target_labels": torch.from_numpy(np.asarray(self.split.target_labels[rows_np], dtype=np.int64)),
             "target_scores": torch.from_numpy(np.asarray(self.split.target_scores[rows_np], dtype=np.float32)),
         }
