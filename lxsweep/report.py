@@ -147,6 +147,30 @@ def tolerance_table(rows: list[dict], points: tuple[float, ...] = (1.0, 3.0)) ->
     return out
 
 
+def plateau_table(rows: list[dict], last: float = 0.25) -> list[dict]:
+    """Per (subnetwork, level): was the fine-tune still learning when it ended?
+
+    ``gain`` is the accuracy gained over the last ``last`` of the epochs (mean
+    over seeds), ``noise`` the seed std of the final accuracy; ``rising`` when
+    the gain exceeds both the noise and one point: more epochs would likely
+    have moved that arm, so its number is not yet its plateau.
+    """
+    groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for r in rows:
+        if len(r.get("history") or []) >= 2:
+            groups[(r["subnetwork"], r["level"])].append(r)
+    out = []
+    for (sub, level), rs in sorted(groups.items(), key=lambda x: (subnetworks.order(x[0][0]), x[0][1])):
+        n = min(len(r["history"]) for r in rs)
+        start = max(0, math.ceil(n * (1 - last)) - 1)  # 0-based epoch index the last stretch starts from
+        gains = [r["history"][n - 1]["accuracy"] - r["history"][start]["accuracy"] for r in rs]
+        gain, _ = _mean_std(gains)
+        _, noise = _mean_std([r["history"][n - 1]["accuracy"] for r in rs])
+        out.append({"subnetwork": sub, "level": level, "from_epoch": start + 1, "to_epoch": n, "gain": gain,
+                    "noise": noise, "rising": gain > max(noise, 0.01)})
+    return out
+
+
 def group_sparsity_table(rows: list[dict], sparsity: dict[str, dict]) -> list[dict]:
     """Per (subnetwork, level): mean sparsity of each group of layers over seeds."""
     cells: dict[tuple[str, int], list[dict]] = defaultdict(list)
@@ -224,6 +248,17 @@ def to_markdown(rows: list[dict], title: str, baselines: Optional[dict] = None,
         for sub, t in tol.items():
             cells = [f"{100 * t[p]:.1f}%" if t[p] is not None else "none" for p in (1.0, 3.0)]
             lines.append(f"| {sub} | {cells[0]} | {cells[1]} |")
+    plateau = plateau_table(rows)
+    if plateau:
+        rising = [p for p in plateau if p["rising"]]
+        top = sorted(plateau, key=lambda p: -p["gain"])[:5]
+        lines += ["", f"Still learning at the end? Accuracy gained over the last quarter of the epochs, mean over "
+                  f"seeds: {len(rising)} of {len(plateau)} (subnetwork, level) arms gained more than one point and "
+                  f"more than their seed std" + (":" if rising else " (every arm had plateaued). Largest gains:"), "",
+                  "| subnetwork | level | epochs | gain (points) | seed std (points) |", "|---|---|---|---|---|"]
+        for p in rising or top:
+            lines.append(f"| {p['subnetwork']} | {p['level']} | {p['from_epoch']}→{p['to_epoch']} | "
+                         f"{100 * p['gain']:+.2f} | {100 * p['noise']:.2f} |")
     groups = group_sparsity_table(rows, sparsity or {})
     if groups:
         lines += ["", "Where pruning removes weights: sparsity (%) of each group of layers, mean over seeds "

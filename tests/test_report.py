@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from lxsweep.report import _y_range, aggregate, comparisons, group_sparsity_table, to_markdown, tolerance_table
+from lxsweep.report import (_y_range, aggregate, comparisons, group_sparsity_table, plateau_table, to_markdown,
+                            tolerance_table)
 
 
 def _row(sub, level, seed, acc, sparsity):
@@ -54,3 +55,20 @@ def test_group_sparsity_averages_seeds():
     (row,) = group_sparsity_table(rows, sparsity)
     assert row["language"] == pytest.approx(0.15) and row["cross"] == pytest.approx(0.25) and "vision" not in row
     assert aggregate(rows)[0]["seeds"] == 2
+
+
+def test_plateau_table_flags_arms_still_learning_when_training_ended():
+    def curve(*accs):
+        return [{"epoch": i + 1, "accuracy": a} for i, a in enumerate(accs)]
+
+    rows = [  # 8 epochs: the last quarter runs from epoch 6 to 8
+        *[{**_row("low", 1, s, 0.9, 0.2), "history": curve(.5, .8, .9, .9, .9, .9, .9, .9 + d)}
+          for s, d in enumerate((0.0, 0.004, -0.002))],
+        *[{**_row("random", 1, s, 0.7, 0.2), "history": curve(.3, .4, .5, .5, .6, .6 + d, .65, .7 + d)}
+          for s, d in enumerate((0.0, 0.01, 0.005))],
+    ]
+    plateau = {p["subnetwork"]: p for p in plateau_table(rows)}
+    assert (plateau["low"]["from_epoch"], plateau["low"]["to_epoch"]) == (6, 8)
+    assert not plateau["low"]["rising"] and plateau["low"]["gain"] == pytest.approx(0.0006667, abs=1e-6)
+    assert plateau["random"]["rising"] and plateau["random"]["gain"] == pytest.approx(0.1)
+    assert "1 of 2 (subnetwork, level) arms gained more than one point" in to_markdown(rows, "t")
