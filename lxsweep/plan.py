@@ -101,7 +101,8 @@ def child_masks(exp: Experiment, key: TrialKey) -> list[TrialKey]:
     Each is named after the trial that trains with it (``low-L3-s0`` is the
     mask low level 3 uses). Dense feeds level 1 of every chain (iterative) or
     every level (oneshot); a chain trial feeds its chain's next level, also
-    past the last planned one: the mask is small, and raising
+    past the last planned one when the schedule defines it (a rate does, an
+    explicit ``sparsities`` list ends): the mask is small, and raising
     ``pruning.levels`` later then continues every finished chain from the store.
     """
     chains = subnetworks.chains(exp.pruning.subnetworks)
@@ -111,6 +112,8 @@ def child_masks(exp: Experiment, key: TrialKey) -> list[TrialKey]:
         return [TrialKey(k, c, key.seed) for c in chains for k in chosen]
     entry = subnetworks.get(key.subnetwork)
     if isinstance(entry, subnetworks.Criterion) and entry.iterative and exp.pruning.schedule == "iterative":
+        if exp.pruning.sparsities is not None and key.level >= len(exp.pruning.sparsities):
+            return []
         return [TrialKey(key.level + 1, key.subnetwork, key.seed)]
     return []
 

@@ -29,6 +29,15 @@ def test_chain_parents_and_children():
     assert child_masks(exp, K("low-L3-s0")) == [K("low-L4-s0")]  # past the last level: raising levels continues
 
 
+def test_an_explicit_schedule_ends_its_chains():
+    # An explicit sparsities list defines no level after its last: the smoke experiment's last trials
+    # once died computing a mask for a sparsity that does not exist.
+    exp = from_dict({"pruning": {"sparsities": [0.5, 0.8]}})
+    assert child_masks(exp, K("low-L1-s0")) == [K("low-L2-s0")]
+    assert child_masks(exp, K("low-L2-s0")) == []
+    assert child_masks(exp, K("high-L2-s0")) == []
+
+
 def test_oneshot_and_rewind_step_change_the_dag():
     one = from_dict({"pruning": {"levels": 3, "schedule": "oneshot"}})
     assert parent(one, K("low-L3-s0")) == K("dense-L0-s0")
