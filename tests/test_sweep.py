@@ -86,7 +86,7 @@ def test_relaunch_skips_finished_trials(sweep):
 def test_report_matches_metrics_and_plot(sweep, tmp_path):
     from PIL import Image
 
-    from lxsweep.report import load_baselines, load_rows, plot
+    from lxsweep.report import load_baselines, load_rows, plot, report_title
 
     exp, store, _ = sweep
     metrics = _metrics(store)
@@ -104,7 +104,9 @@ def test_report_matches_metrics_and_plot(sweep, tmp_path):
     img = Image.open(png)
     assert img.size == (1760, 860)  # answer types + the synthetic question kinds
     again = tmp_path / "again.png"  # rendered from the metrics.json numbers and the baselines: the same pixels
-    plot(load_rows(store), again, f"{Path(store.root).name}: accuracy vs sparsity (mean, band ±1 std over seeds)",
+    title = report_title(store)
+    assert title == f"{exp.name} ({exp.hash})"  # the experiment names its figures, not the store directory
+    plot(load_rows(store), again, f"{title}: accuracy vs sparsity (mean, band ±1 std over seeds)",
          load_baselines(store))
     assert np.array_equal(np.asarray(Image.open(again)), np.asarray(img))
 
