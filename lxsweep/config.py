@@ -154,6 +154,9 @@ class TrackingConfig:
     mode: Literal["offline", "online"] = "offline"  # W&B only: offline writes files `wandb sync` uploads later
     project: str = "lxsweep"  # W&B project
     entity: Optional[str] = None  # W&B entity (team or user)
+    # W&B artifacts of each trial's masks and kept weights: `reference` records the store's file:// / s3:// / gs://
+    # URIs and checksums (nothing is copied), `upload` copies the files into W&B, `none` records no artifacts.
+    artifacts: Literal["reference", "upload", "none"] = "reference"
 
 
 @dataclass

@@ -27,8 +27,13 @@ def numbers(metrics: dict) -> dict:
 class Tracking(TrialHook):
     """The trial's tracker run (rank 0 only): one point per epoch, the final metrics, closed on exit.
 
+    At the start the run records the mask the trial trains with as its input;
+    at the end the masks and weights it wrote as its outputs (the tracker's
+    artifacts; see :func:`lxsweep.tracking.base.trial_outputs`).
     ``rerun=True`` (a local re-run of a trial the store already has) gives the
-    run an id of its own, so it never appends to the sweep's run of that trial.
+    run an id of its own, so it never appends to the sweep's run of that trial,
+    and records only its input: the artifacts named after the trial are the
+    sweep's.
     """
 
     def __init__(self, exp: Experiment, key: TrialKey, store: Store, rerun: bool = False):
@@ -39,12 +44,13 @@ class Tracking(TrialHook):
         if start.rank != 0:
             return
         from lxsweep.tracking import open_trial_tracker
-        from lxsweep.tracking.base import default_run_id
+        from lxsweep.tracking.base import default_run_id, trial_inputs
 
         run_id = None  # the sweep's run of this trial: a resumed attempt continues it
         if self.rerun:
             run_id = f"{default_run_id(self.exp, self.key.name)[:110]}-rerun-{time.strftime('%Y%m%d-%H%M%S')}"
         self.tracker = open_trial_tracker(self.exp, self.key, self.store, run_id)
+        self.tracker.use_artifacts(trial_inputs(self.exp, self.key))
 
     def on_epoch(self, metrics: dict, state: Callable[[], dict]) -> None:
         if self.tracker is not None:
@@ -52,7 +58,11 @@ class Tracking(TrialHook):
 
     def on_end(self, metrics: dict) -> None:
         if self.tracker is not None:
+            from lxsweep.tracking.base import trial_outputs
+
             self.tracker.finish_trial(metrics)
+            if not self.rerun:
+                self.tracker.log_artifacts(trial_outputs(self.exp, self.key, metrics))
 
     def on_close(self, ok: bool) -> None:
         if self.tracker is not None:

@@ -108,6 +108,22 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return out
 
 
+def best_tickets(rows: list[dict]) -> list[dict]:
+    """Per level, the lottery ticket to take away: the ``low`` trial with the highest final accuracy over its seeds.
+
+    A ticket is one trial (one mask, one set of weights), so the choice is a
+    trial, not the seed mean; each returned row is that trial's row plus its
+    level's ``seeds`` and ``accuracy_mean`` (what the tables report), in level
+    order. Ties go to the lower seed.
+    """
+    levels: dict[int, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r["subnetwork"] == subnetworks.TICKET and r["level"] > 0:
+            levels[r["level"]].append(r)
+    return [{**max(rs, key=lambda r: (r["accuracy"], -r["seed"])), "seeds": len(rs),
+             "accuracy_mean": statistics.fmean(r["accuracy"] for r in rs)} for _, rs in sorted(levels.items())]
+
+
 def _by_seed(rows: list[dict], sub: str, level: int, metric: str = "accuracy") -> dict[int, float]:
     return {r["seed"]: r[metric] for r in rows if r["subnetwork"] == sub and r["level"] == level and metric in r}
 

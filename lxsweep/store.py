@@ -69,6 +69,10 @@ class Store:
     def path(self, rel: str) -> str:
         return f"{self.root}/{rel}" if rel else self.root
 
+    def url(self, rel: str) -> str:
+        """Where file ``rel`` lives, as a URL other tools follow: ``file:///…`` locally or on NFS, else the object URI."""
+        return self.path(rel) if self.uri else Path(self.path(rel)).as_uri()
+
     def _remote(self, rel: str) -> str:
         return f"{self._base}/{rel}" if rel else self._base
 
@@ -190,6 +194,9 @@ class OverlayStore(Store):
 
     def read_bytes(self, rel: str) -> bytes:
         return super().read_bytes(rel) if super().exists(rel) else self.base.read_bytes(rel)
+
+    def url(self, rel: str) -> str:
+        return super().url(rel) if super().exists(rel) else self.base.url(rel)
 
     def delete(self, rel: str) -> None:
         if super().exists(rel):  # only this store's own files; the base store is read-only here

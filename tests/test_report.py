@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from lxsweep.report import (_y_range, aggregate, comparisons, group_sparsity_table, plateau_table, to_markdown,
-                            tolerance_table)
+from lxsweep.report import (_y_range, aggregate, best_tickets, comparisons, group_sparsity_table, plateau_table,
+                            to_markdown, tolerance_table)
 
 
 def _row(sub, level, seed, acc, sparsity):
@@ -37,6 +37,14 @@ def test_markdown_shows_baselines_gaps_and_bold_significant_differences():
     assert "| low − dense | 1 | 20.0 | -0.17 [" in md and "| low − dense | 1 | 20.0 | **" not in md
     tol = tolerance_table(ROWS)
     assert tol["low"][1.0] == pytest.approx(0.2) and tol["random"][3.0] is None
+
+
+def test_best_ticket_per_level_is_the_most_accurate_low_trial():
+    rows = [*ROWS, _row("low", 2, 0, 0.74, 0.36), _row("low", 2, 1, 0.74, 0.36), _row("high", 1, 0, 0.9, 0.2)]
+    l1, l2 = best_tickets(rows)
+    assert l1["trial"] == "low-L1-s2" and l1["seeds"] == 3 and l1["accuracy_mean"] == pytest.approx((0.80 + 0.81 + 0.815) / 3)
+    assert l2["trial"] == "low-L2-s0" and l2["seeds"] == 2  # a tie goes to the lower seed; high is never a ticket
+    assert best_tickets([r for r in rows if r["subnetwork"] != "low"]) == []
 
 
 def test_y_range_never_lets_a_constant_predictor_fill_a_panel():

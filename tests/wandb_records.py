@@ -45,9 +45,23 @@ def records(path: str | Path) -> list[pb.Record]:
     return out
 
 
+def artifact_info(rec: pb.ArtifactRecord) -> dict:
+    """One artifact record: name, type, digest, metadata, files, and whether it is an input.
+
+    ``used`` is W&B's use-after-commit flag on a user-created artifact: what
+    ``run.use_artifact(artifact)`` records, which ``wandb sync`` turns into an
+    input edge; a run's outputs have it unset.
+    """
+    return {"name": rec.name, "type": rec.type, "digest": rec.digest, "description": rec.description,
+            "metadata": json.loads(rec.metadata) if rec.metadata else {}, "aliases": list(rec.aliases),
+            "used": rec.user_created and rec.use_after_commit,
+            "files": [{"path": e.path, "digest": e.digest, "ref": e.ref, "local_path": e.local_path, "size": e.size}
+                      for e in rec.manifest.contents]}
+
+
 def run_info(path: str | Path) -> dict:
-    """The run record, config, history rows and final summary of one offline run file."""
-    info: dict = {"history": [], "summary": {}, "config": {}}
+    """The run record, config, history rows, final summary and artifacts of one offline run file (and its folder)."""
+    info: dict = {"history": [], "summary": {}, "config": {}, "artifacts": [], "dir": Path(path).parent}
     for rec in records(path):
         kind = rec.WhichOneof("record_type")
         if kind == "run":
@@ -59,6 +73,8 @@ def run_info(path: str | Path) -> dict:
             info["config"].update({i.key: json.loads(i.value_json) for i in rec.config.update})
         elif kind == "history":
             info["history"].append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item})
+        elif kind == "artifact":
+            info["artifacts"].append(artifact_info(rec.artifact))
         elif kind == "summary":
             for i in rec.summary.update:
                 info["summary"][i.key or "/".join(i.nested_key)] = json.loads(i.value_json)

@@ -11,11 +11,11 @@ from typing import Optional
 from lxsweep.config import Experiment
 from lxsweep.plan import TrialKey
 from lxsweep.store import Store
-from lxsweep.tracking.base import SweepTracker, TrialTracker, default_run_id
+from lxsweep.tracking.base import SweepTracker, TrialArtifact, TrialTracker, default_run_id
 from lxsweep.tracking.registry import backend, register_tracker, tracker_names
 
-__all__ = ["SweepTracker", "TrialTracker", "open_sweep_tracker", "open_trial_tracker", "register_tracker",
-           "tracker_names"]
+__all__ = ["SweepTracker", "TrialArtifact", "TrialTracker", "open_sweep_tracker", "open_trial_tracker",
+           "register_tracker", "tracker_names"]
 
 
 def open_trial_tracker(exp: Experiment, key: TrialKey, store: Store, run_id: Optional[str] = None) -> TrialTracker:
