@@ -130,7 +130,7 @@ def test_status_counts_finished_and_partial(sweep, tmp_path):
 
 
 def test_wandb_runs_read_back(sweep):
-    from wandb_records import run_info
+    from wandb_records import lineage, run_info
 
     exp, store, _ = sweep
     files = sorted(Path(store.path("wandb")).rglob("*.wandb"))
@@ -147,7 +147,18 @@ def test_wandb_runs_read_back(sweep):
         assert [h["epoch"] for h in epochs] == list(range(1, exp.training.epochs + 1))
         final = store.read_json(f"trials/{name}/metrics.json")
         assert epochs[-1]["accuracy"] == pytest.approx(final["accuracy"])
+        # Artifacts from the Ray worker: the chain mask it trained with in, the masks it made and its weights out.
+        used, logged = lineage(r)
+        art = lambda what, trial: f"{exp.name}-{exp.hash}-{what}-{trial}"  # noqa: E731
+        assert set(used) == ({art("mask", name)} if key.subnetwork in ("low", "high") else set()), name
+        made = [*final["child_masks"], *([name] if key.subnetwork == "random" else [])]
+        assert set(logged) == {art("weights", name), *(art("mask", m) for m in made)}, name
     summary = [r for r in runs if r.get("job_type") == "summary"]
+    best = ("low-L1-s0", "low-L2-s0")  # one seed: each level's low trial is its best ticket
+    assert {k: v for r in summary for k, v in r["summary"].items() if k.startswith("best_ticket/")} == {
+        "best_ticket/L1": best[0], "best_ticket/L2": best[1]}
+    used = {n for r in summary for n in lineage(r)[0]}  # every launch's summary segment uses the tickets
+    assert used == {f"{exp.name}-{exp.hash}-{w}-{t}" for w in ("mask", "weights") for t in best}
     logged = {k for r in summary for h in r["history"] for k in h}
     assert {"results/_type", "aggregate/_type", "accuracy_vs_sparsity/_type"} <= logged, logged
     assert any(k.startswith("chart/accuracy") for k in logged)
@@ -186,6 +197,10 @@ def test_trial_command_reproduces_a_sweep_trial(sweep):
     assert [r.get("id") for r in runs if r.get("id") == sweep_id] == [sweep_id]
     rerun = [r for r in runs if (r.get("id") or "").startswith(f"{sweep_id}-rerun-")]
     assert len(rerun) == 1 and rerun[0]["job_type"] == "low" and rerun[0]["config"]["trial"] == name
+    from wandb_records import lineage
+
+    used, logged = lineage(rerun[0])  # it read the sweep's mask; the trial's own artifacts stay the sweep's
+    assert set(used) == {f"{exp.name}-{exp.hash}-mask-{name}"} and logged == {}
     assert [h["epoch"] for h in rerun[0]["history"] if "accuracy" in h] == list(range(1, exp.training.epochs + 1))
 
 

@@ -21,7 +21,7 @@ from lxsweep.tracking import open_sweep_tracker, open_trial_tracker, tracker_nam
 from lxsweep.tracking.base import trial_outputs
 from lxsweep.train import TrialStart, run_trial
 from tensorboard_records import run as read_run
-from wandb_records import run_info
+from wandb_records import lineage, run_info
 
 SMOKE = Path(__file__).resolve().parents[1] / "experiments" / "smoke.yaml"
 
@@ -110,12 +110,6 @@ WANDB_SETS = ["tracking.backend=wandb", "pruning.subnetworks=[low, random]", "pr
 def wandb_runs(store: Store) -> dict[str, dict]:
     """Every offline W&B run in the store by id (the summary's file holds several segments' records: one run)."""
     return {r["id"]: r for r in map(run_info, sorted(Path(store.path("wandb")).rglob("*.wandb")))}
-
-
-def lineage(run: dict) -> tuple[dict, dict]:
-    """(inputs, outputs) of a run's mask and weights artifacts, by artifact name."""
-    ours = [a for a in run["artifacts"] if a["type"] in ("mask", "model")]
-    return {a["name"]: a for a in ours if a["used"]}, {a["name"]: a for a in ours if not a["used"]}
 
 
 @pytest.fixture(scope="module")

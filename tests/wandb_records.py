@@ -79,3 +79,9 @@ def run_info(path: str | Path) -> dict:
             for i in rec.summary.update:
                 info["summary"][i.key or "/".join(i.nested_key)] = json.loads(i.value_json)
     return info
+
+
+def lineage(run: dict) -> tuple[dict, dict]:
+    """(inputs, outputs) of a run's mask and weights artifacts (lxsweep's types), by artifact name."""
+    ours = [a for a in run["artifacts"] if a["type"] in ("mask", "model")]
+    return {a["name"]: a for a in ours if a["used"]}, {a["name"]: a for a in ours if not a["used"]}

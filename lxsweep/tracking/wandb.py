@@ -26,13 +26,15 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Optional
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from lxsweep.config import Experiment
 from lxsweep.plan import TrialKey
 from lxsweep.report import ACCURACY_COLUMNS, aggregate, best_tickets
 from lxsweep.store import Store
-from lxsweep.tracking.base import (CURVE_METRICS, EPOCH_METRICS, FINAL_METRICS, SweepTracker, TrialArtifact,
-                                   TrialTracker, default_run_id, group, local_dir, sparsity_curves,
+from lxsweep.tracking.base import (CURVE_METRICS, EPOCH_METRICS, FINAL_METRICS, MASK, WEIGHTS, SweepTracker,
+                                   TrialArtifact, TrialTracker, default_run_id, group, local_dir, sparsity_curves,
                                    ticket_artifacts, trial_config, trial_label)
 from lxsweep.tracking.registry import register_tracker
 
@@ -49,7 +51,7 @@ def _init(exp: Experiment, store: Store, **kwargs):
     )
 
 
-FILE_NAMES = {"mask": "mask.safetensors", "model": "weights.safetensors"}  # the file's name inside its artifact
+FILE_NAMES = {MASK: "mask.safetensors", WEIGHTS: "weights.safetensors"}  # the file's name inside its artifact
 
 
 def record_artifacts(run, exp: Experiment, store: Store, artifacts: list[TrialArtifact], use: bool) -> None:
@@ -84,7 +86,7 @@ def _artifact(exp: Experiment, store: Store, a: TrialArtifact, tmp: str):
     if exp.tracking.artifacts == "reference":
         artifact.add_reference(url, name=name, checksum=True)
     elif url.startswith("file://"):  # store files are written once: wandb may read them in place at upload
-        artifact.add_file(str(Path(url[len("file://"):])), name=name, policy="immutable")
+        artifact.add_file(url2pathname(urlparse(url).path), name=name, policy="immutable")
     else:
         local = Path(tmp) / name
         local.write_bytes(store.read_bytes(a.path))
@@ -187,7 +189,7 @@ class WandbSweep(SweepTracker):
         for t in self.tickets:
             names = {a.type: f"{a.name}:latest" for a in ticket_artifacts(self.exp, t)}
             data.append([t["level"], t["sparsity"], t["trial"], t["seed"], t["accuracy"], t["seeds"],
-                         t["accuracy_mean"], names.get("mask"), names.get("model")])
+                         t["accuracy_mean"], names.get(MASK), names.get(WEIGHTS)])
         return wandb.Table(columns=columns, data=data)
 
     def close(self) -> None:
