@@ -168,19 +168,30 @@ BAD = [
 
 
 @pytest.mark.parametrize("label,text,expected", BAD, ids=[b[0] for b in BAD])
-def test_bad_experiment_gives_one_clear_line(tmp_path, label, text, expected):
+def test_bad_experiment_gives_one_clear_line(tmp_path, capsys, label, text, expected):
+    from lxsweep.cli import main
+
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError) as err:
         load_experiment(path)
     assert str(path) in str(err.value) and expected in str(err.value)
-    # The command line prints exactly that one line, no traceback, and exits non-zero before any work.
+    # The command line prints exactly that one line, no traceback, and exits 2 before any work.
+    assert main(["launch", str(path)]) == 2
+    err_text = capsys.readouterr().err
+    lines = err_text.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and "Traceback" not in err_text
+    assert str(path) in lines[0]
+
+
+def test_the_installed_command_prints_one_line(tmp_path):
+    """The same through the real entry point: a fresh process, its stderr and exit status."""
+    path = tmp_path / "bad.yaml"
+    path.write_text("training:\n  epochz: 3\n")
     proc = subprocess.run([sys.executable, "-m", "lxsweep.cli", "launch", str(path)], capture_output=True, text=True,
                           timeout=60)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and expected in lines[0] and "Traceback" not in proc.stderr
-    assert str(path) in lines[0]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "training.epochz: unknown key" in proc.stderr
 
 
 def test_bad_override_names_the_key(smoke_file):
