@@ -98,7 +98,8 @@ class ProgressBar(TrialHook):
 
 
 class FaultInjection(TrialHook):
-    """Hard-exit the process after epoch E of trial T (``LXSWEEP_FAULT=T:E[:always]``), as a lost worker would."""
+    """Hard-exit the process after epoch E of trial T (``LXSWEEP_FAULT=T:E[:always]``, comma-separated for several
+    trials), as a lost worker would; ``always`` crashes the resumed attempts too, so the trial fails for good."""
 
     def __init__(self, spec: str):
         parts = spec.split(":")
@@ -108,14 +109,14 @@ class FaultInjection(TrialHook):
     @classmethod
     def from_env(cls) -> list["FaultInjection"]:
         """The hook the environment asks for, if any (a list, to splat into the hooks)."""
-        spec = os.environ.get(FAULT_ENV)
-        return [cls(spec)] if spec else []
+        return [cls(spec) for spec in os.environ.get(FAULT_ENV, "").split(",") if spec]
 
     def on_start(self, start: TrialStart) -> None:
         self.armed = start.key.name == self.trial and (not start.resumed or self.always)
 
     def on_epoch(self, metrics: dict, state: Callable[[], dict]) -> None:
-        if self.armed and metrics["epoch"] == self.epoch:
+        # A resumed attempt starts past the checkpointed epoch E: ``always`` dies at its first epoch from E on.
+        if self.armed and metrics["epoch"] >= self.epoch:
             # Die a few seconds into the next epoch, as an OOM kill or a lost node would: by then Ray Train
             # has registered this epoch's checkpoint (reports are committed when its controller polls).
             time.sleep(3)

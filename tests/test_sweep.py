@@ -204,12 +204,21 @@ def test_trial_command_reproduces_a_sweep_trial(sweep):
     assert [h["epoch"] for h in rerun[0]["history"] if "accuracy" in h] == list(range(1, exp.training.epochs + 1))
 
 
-def test_worker_crash_resumes_from_checkpoint_with_same_result(sweep, tmp_path):
+def test_worker_crash_resumes_and_a_trial_failing_for_good_skips_its_descendants(sweep, tmp_path):
+    """One sweep, two faults: the dense trial's worker dies once (Train resumes it from its checkpoint, same
+    result); low-L1 dies on every attempt (it fails for good, low-L2 is skipped, the rest finishes, exit 1)."""
     exp, store, _ = sweep
-    proc = launch(tmp_path, "pruning.subnetworks=[random]", "pruning.levels=1",
-                  env=_env(LXSWEEP_FAULT="dense-L0-s0:1"))
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    crashed = Store.for_experiment(experiment(tmp_path, "pruning.subnetworks=[random]", "pruning.levels=1"))
+    sets = ("pruning.subnetworks=[low, random]", "resources.max_failures=1")
+    proc = launch(tmp_path, *sets, env=_env(LXSWEEP_FAULT="dense-L0-s0:1,low-L1-s0:1:always"))
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "1 trial(s) failed: low-L1-s0" in proc.stderr
+    assert "skipped because a parent failed: low-L2-s0" in proc.stderr
+    crashed = Store.for_experiment(experiment(tmp_path, *sets))
+    assert crashed.exists("trials/low-L1-s0/failed.json")
+    assert len(crashed.listdir("trials/low-L1-s0/attempts")) == 2  # the first try and its one restart
+    assert not crashed.exists("trials/low-L2-s0/metrics.json")
+    for done in ("dense-L0-s0", "random-L1-s0", "random-L2-s0"):  # nothing already computed is lost
+        assert crashed.exists(f"trials/{done}/metrics.json"), done
     attempts = [crashed.read_json(f"trials/dense-L0-s0/attempts/{a}") for a in crashed.listdir("trials/dense-L0-s0/attempts")]
     assert [a["resumed"] for a in sorted(attempts, key=lambda a: a["started_at"])] == [False, True]
     m, ref = crashed.read_json("trials/dense-L0-s0/metrics.json"), store.read_json("trials/dense-L0-s0/metrics.json")
@@ -225,19 +234,6 @@ def test_worker_crash_resumes_from_checkpoint_with_same_result(sweep, tmp_path):
     epochs = [h["epoch"] for s in segments for h in s["history"] if "accuracy" in h]
     assert len(epochs) == len(set(epochs)) and max(epochs) == 2
     assert [h["epoch"] for h in segments[-1]["history"] if "accuracy" in h] == [2]
-
-
-def test_failed_trial_skips_descendants_and_exits_nonzero(tmp_path):
-    proc = launch(tmp_path, "resources.max_failures=0", "pruning.subnetworks=[low, random]",
-                  env=_env(LXSWEEP_FAULT="low-L1-s0:1:always"))
-    assert proc.returncode == 1
-    assert "1 trial(s) failed: low-L1-s0" in proc.stderr
-    assert "skipped because a parent failed: low-L2-s0" in proc.stderr
-    store = Store.for_experiment(experiment(tmp_path, "resources.max_failures=0", "pruning.subnetworks=[low, random]"))
-    assert store.exists("trials/low-L1-s0/failed.json")
-    assert not store.exists("trials/low-L2-s0/metrics.json")
-    for done in ("dense-L0-s0", "random-L1-s0", "random-L2-s0"):  # nothing already computed is lost
-        assert store.exists(f"trials/{done}/metrics.json"), done
 
 
 def test_sigkill_then_resume_runs_no_trial_twice(tmp_path):
