@@ -5,7 +5,10 @@ Run ids are deterministic (see :mod:`lxsweep.tracking.base`), with
 logs each epoch once (``step`` = epoch). ``tracking.mode: offline`` is the
 default: no account or network needed, ``wandb sync <dir>`` uploads later. The
 API key is never read, printed or stored here: wandb finds it in the
-environment or ``~/.netrc`` by itself.
+environment or ``~/.netrc`` by itself. With an object-store store (``s3://``)
+the run files are written to a local temp directory and copied into
+``<store>/wandb/`` when the run finishes, so offline runs outlive the node that
+ran them (``wandb sync`` them from a copy of the store).
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from typing import Optional
 from lxsweep.config import Experiment
 from lxsweep.plan import TrialKey
 from lxsweep.report import ACCURACY_COLUMNS, aggregate
-from lxsweep.store import Store
+from lxsweep.store import Store, tracker_dir
 from lxsweep.tracking.base import (CURVE_METRICS, EPOCH_METRICS, FINAL_METRICS, SweepTracker, TrialTracker,
                                    default_run_id, group, local_dir, sparsity_curves, trial_config, trial_label)
 from lxsweep.tracking.registry import register_tracker
@@ -32,6 +35,15 @@ def _init(exp: Experiment, store: Store, **kwargs):
         project=exp.tracking.project, entity=exp.tracking.entity, group=group(exp), mode=exp.tracking.mode,
         dir=str(local_dir(store, "wandb")), resume="allow", reinit="create_new", **kwargs,
     )
+
+
+def _finish(run, store: Store, **kwargs) -> None:
+    """Finish ``run``; on an object-store store, copy its run directory into ``<store>/wandb/`` (same layout)."""
+    run_dir = Path(run.dir).parent  # <local wandb dir>/wandb/offline-run-<time>-<id>/files -> its run directory
+    run.finish(**kwargs)
+    if store.uri and run_dir.is_dir():
+        rel = run_dir.relative_to(local_dir(store, "wandb")).as_posix()
+        store.upload_dir(run_dir, f"{tracker_dir('wandb')}/{rel}")
 
 
 class WandbTrial(TrialTracker):
@@ -58,7 +70,7 @@ class WandbTrial(TrialTracker):
 
     def close(self, ok: bool) -> None:
         if self.run is not None:
-            self.run.finish(exit_code=0 if ok else 1)
+            _finish(self.run, self.store, exit_code=0 if ok else 1)
             self.run = None
 
 
@@ -107,7 +119,7 @@ class WandbSweep(SweepTracker):
 
     def close(self) -> None:
         if self.run is not None:
-            self.run.finish()
+            _finish(self.run, self.store)
             self.run = None
 
 
