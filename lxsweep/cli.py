@@ -37,8 +37,8 @@ def cmd_trial(args: argparse.Namespace) -> int:
     from lxsweep.baselines import experiment_baselines
     from lxsweep.hooks import ProgressBar, Tracking, log_line
     from lxsweep.plan import Plan, TrialKey, dense_key, trial_key, validate_key
-    from lxsweep.store import Store, finished_trials, metrics_path, write_experiment
-    from lxsweep.train import run_trial
+    from lxsweep.store import Store, finished_trials, metrics_path, read_metrics, write_experiment
+    from lxsweep.train import check_trial_inputs, run_trial
 
     exp = _load(args)
     try:
@@ -47,6 +47,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(f"{exp.source}: {exc}") from None
     store = Store.for_experiment(exp)
+    check_trial_inputs(exp, key, store)  # a corrupt metrics.json or mask is refused now, not after training
     write_experiment(store, exp, overwrite=False)  # `status` and `report` read it, as after a launch
     finished = finished_trials(store)
     if key.name in finished:  # never over the sweep's files: into a reproduction area, then compare
@@ -64,7 +65,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
         _print_result(metrics)
     dense = dense_key(key.seed)
     if store.exists(metrics_path(dense.name)):
-        dense_acc = store.read_json(metrics_path(dense.name))["accuracy"]
+        dense_acc = read_metrics(store, dense.name)["accuracy"]
         base = experiment_baselines(exp, store)
         print(f"baselines without the image: majority answer {base['majority']['accuracy']:.4f}, "
               f"blind {base['blind']['accuracy']:.4f}; {dense.name}: {dense_acc:.4f}")

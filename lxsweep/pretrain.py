@@ -77,7 +77,7 @@ def rewind_point(exp: Experiment, store: Store, log: Callable[[str], None] = pri
     if not store.exists(f"{name}/config.json"):
         with tempfile.TemporaryDirectory(prefix="lxsweep-pretrain-") as tmp:
             pretrain(exp, store, Path(tmp), log)
-            store.upload_dir(tmp, name)
+            store.upload_dir(tmp, name, last="config.json")  # its presence means complete
     return str(store.local_dir(name))
 
 

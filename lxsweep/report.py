@@ -20,13 +20,15 @@ import csv
 import io
 import math
 import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from lxsweep import subnetworks
 from lxsweep.stats import paired_difference
-from lxsweep.store import EXPERIMENT_FILE, TRIALS_DIR, Store, metrics_path, report_path, sparsity_path
+from lxsweep.store import (EXPERIMENT_FILE, TRIALS_DIR, CorruptStoreFile, Store, metrics_path, read_metrics,
+                           report_path, sparsity_path)
 from lxsweep.subnetworks import DENSE
 
 ACCURACY_COLUMNS = ("accuracy", "accuracy_yesno", "accuracy_number", "accuracy_other")
@@ -43,23 +45,42 @@ GROUPS = ("language", "vision", "cross", "pooler")
 # -- reading the store -------------------------------------------------------------
 
 
-def load_rows(store: Store, with_history: bool = False) -> list[dict]:
-    """One row per finished trial, from ``trials/*/metrics.json``, in (subnetwork, level, seed) order."""
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def load_rows(store: Store, with_history: bool = False, warn: Callable[[str], None] = _stderr) -> list[dict]:
+    """One row per finished trial, from ``trials/*/metrics.json``, in (subnetwork, level, seed) order.
+
+    An unreadable ``metrics.json`` (empty, truncated, incomplete) is skipped, and ``warn`` names it.
+    """
     rows = []
     drop = ("child_masks",) if with_history else ("history", "child_masks")
     for name in store.listdir(TRIALS_DIR):
         if store.exists(metrics_path(name)):
-            m = store.read_json(metrics_path(name))
+            try:
+                m = read_metrics(store, name)
+            except CorruptStoreFile as exc:
+                warn(f"lxsweep: warning: skipped {exc}")
+                continue
             rows.append({k: v for k, v in m.items() if k not in drop})
     return sorted(rows, key=lambda r: (subnetworks.order(r["subnetwork"]), r["subnetwork"], r["level"], r["seed"]))
 
 
-def load_group_sparsity(store: Store, rows: list[dict]) -> dict[str, dict]:
-    """Per masked trial, its ``sparsity.json`` (overall, per group, per layer)."""
+def load_group_sparsity(store: Store, rows: list[dict], warn: Callable[[str], None] = _stderr) -> dict[str, dict]:
+    """Per masked trial, its ``sparsity.json`` (overall, per group, per layer); unreadable ones skipped with a warning."""
     out = {}
     for r in rows:
         if r["level"] > 0 and store.exists(sparsity_path(r["trial"])):
-            out[r["trial"]] = store.read_json(sparsity_path(r["trial"]))
+            try:
+                report = store.read_json(sparsity_path(r["trial"]))
+            except CorruptStoreFile as exc:
+                warn(f"lxsweep: warning: skipped {exc}")
+                continue
+            if isinstance(report, dict) and "sparsity" in report:
+                out[r["trial"]] = report
+            else:
+                warn(f"lxsweep: warning: skipped {store.path(sparsity_path(r['trial']))}: incomplete sparsity report")
     return out
 
 
@@ -69,11 +90,18 @@ def load_baselines(store: Store) -> Optional[dict]:
     from lxsweep.store import EXPERIMENT_FILE, read_experiment
 
     if store.exists(BASELINES_FILE):
-        return store.read_json(BASELINES_FILE)
+        try:
+            return store.read_json(BASELINES_FILE)
+        except CorruptStoreFile as exc:
+            _stderr(f"lxsweep: warning: skipped {exc}")
+            return None
     if not store.exists(EXPERIMENT_FILE):
         return None
     try:
         return experiment_baselines(read_experiment(store), store)
+    except CorruptStoreFile as exc:
+        _stderr(f"lxsweep: warning: report without baselines: {exc}")
+        return None
     except (OSError, ValueError):  # the data is not reachable from here (e.g. a cluster path): report without
         return None
 

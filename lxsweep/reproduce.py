@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 from lxsweep.config import Experiment
 from lxsweep.plan import TrialKey
-from lxsweep.store import OverlayStore, Store, metrics_path, reproduction_dir
+from lxsweep.store import OverlayStore, Store, read_metrics, reproduction_dir
 from lxsweep.train import TrialHook, run_trial
 
 # When and how long: never equal between two runs.
@@ -80,7 +80,7 @@ def compare_metrics(recorded: dict, reproduced: dict) -> tuple[list[str], list[s
 def reproduce_trial(exp: Experiment, key: TrialKey, store: Store, area: Store, *,
                     hooks: Sequence[TrialHook] = (), log: Callable[[str], None] = print) -> Reproduction:
     """Run finished trial ``key`` of ``store`` into ``area`` (see :func:`reproduction_store`) and compare."""
-    recorded = store.read_json(metrics_path(key.name))
+    recorded = read_metrics(store, key.name)
     reproduced = run_trial(exp, key, area, hooks=hooks, log=log)
     results, env = compare_metrics(recorded, reproduced)
     return Reproduction(area, recorded, reproduced, results, env)

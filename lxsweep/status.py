@@ -7,14 +7,17 @@ files under the session directory).
 """
 from __future__ import annotations
 
+import os
+import socket
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 from lxsweep.plan import Plan, TrialKey
-from lxsweep.store import (TRIALS_DIR, Store, attempt_started, attempts_dir, failed_path, metrics_path,
-                           read_experiment)
+from lxsweep.store import (STALE_SECONDS, TRIALS_DIR, CorruptStoreFile, Store, attempt_started, attempts_dir,
+                           failed_path, metrics_path, read_experiment, read_metrics)
 from lxsweep.subnetworks import DENSE, TICKET
 
 TOLERANCE_POINTS = 3.0
@@ -27,6 +30,8 @@ class Snapshot:
     waiting: list[TrialKey] = field(default_factory=list)
     failed: list[TrialKey] = field(default_factory=list)
     skipped: list[TrialKey] = field(default_factory=list)
+    dead: dict[TrialKey, str] = field(default_factory=dict)  # its last attempt stopped without finishing: why
+    unreadable: dict[TrialKey, CorruptStoreFile] = field(default_factory=dict)  # a corrupt metrics.json, skipped
     started_at: Optional[float] = None
 
 
@@ -34,9 +39,49 @@ def plan_of(store: Store) -> Plan:
     return Plan(read_experiment(store))
 
 
-def snapshot(store: Store, plan: Plan) -> Snapshot:
-    """Classify every planned trial from the files in the store."""
+def _pid_gone(host: Optional[str], pid: Optional[int]) -> bool:
+    """Whether process ``pid`` of ``host`` is known to be gone (only this host's processes can be asked)."""
+    if host != socket.gethostname() or not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
+
+
+def attempt_state(attempt: dict, now: float) -> Optional[str]:
+    """None while an attempt runs; else why it is dead (ended with an error, stale heartbeat, process gone)."""
+    where = f"{attempt.get('host', '?')} pid {attempt.get('pid', '?')}"
+    if "ended_at" in attempt:
+        return None if attempt.get("ok") else f"ended with an error on {where}"
+    beat = attempt.get("heartbeat_at", attempt.get("started_at", now))
+    if _pid_gone(attempt.get("host"), attempt.get("pid")):
+        return f"its process {where} is gone"
+    if now - beat > STALE_SECONDS:
+        return f"no heartbeat for {_fmt(now - beat)} from {where}"
+    return None
+
+
+def _last_attempt(store: Store, key: TrialKey, names: list[str], warn: Callable[[str], None]) -> Optional[dict]:
+    for name in sorted(names, key=attempt_started, reverse=True):
+        try:
+            attempt = store.read_json(f"{attempts_dir(key.name)}/{name}")
+        except CorruptStoreFile as exc:
+            warn(f"lxsweep: warning: skipped {exc}")
+            continue
+        if isinstance(attempt, dict):
+            return attempt
+    return None
+
+
+def snapshot(store: Store, plan: Plan, now: Optional[float] = None,
+             warn: Callable[[str], None] = lambda line: None) -> Snapshot:
+    """Classify every planned trial from the files in the store; ``warn`` hears of each unreadable file skipped."""
     snap = Snapshot()
+    now = now or time.time()
     present = set(store.listdir(TRIALS_DIR))
     starts = []
     failed: set[TrialKey] = set()
@@ -44,17 +89,27 @@ def snapshot(store: Store, plan: Plan) -> Snapshot:
         if key.name not in present:
             continue
         if store.exists(metrics_path(key.name)):
-            snap.done[key] = store.read_json(metrics_path(key.name))
-            starts.append(snap.done[key]["started_at"])
+            try:
+                snap.done[key] = read_metrics(store, key.name)
+                starts.append(snap.done[key]["started_at"])
+            except CorruptStoreFile as exc:
+                snap.unreadable[key] = exc
+                warn(f"lxsweep: warning: skipped {exc}")
         elif store.exists(failed_path(key.name)):
             failed.add(key)
-        elif store.listdir(attempts_dir(key.name)):
-            snap.running.append(key)
-            starts.append(min(attempt_started(n) for n in store.listdir(attempts_dir(key.name))))
+        elif names := store.listdir(attempts_dir(key.name)):
+            starts.append(min(attempt_started(n) for n in names))
+            last = _last_attempt(store, key, names, warn)
+            why = attempt_state(last, now) if last is not None else None
+            if why is None:
+                snap.running.append(key)
+            else:
+                snap.dead[key] = why
     skipped = {d for k in failed for d in plan.descendants(k) if d not in snap.done}
     snap.failed = sorted(failed, key=plan.priority)
     snap.skipped = sorted(skipped, key=plan.priority)
-    snap.waiting = [k for k in plan.trials if k not in snap.done and k not in failed and k not in skipped and k not in snap.running]
+    settled = set(snap.done) | failed | skipped | set(snap.running) | set(snap.dead) | set(snap.unreadable)
+    snap.waiting = [k for k in plan.trials if k not in settled]
     snap.started_at = min(starts) if starts else None
     return snap
 
@@ -79,12 +134,15 @@ def remaining_seconds(plan: Plan, snap: Snapshot, slots: int) -> Optional[float]
     return mean * max(path, len(left) / max(1, slots))
 
 
-def status_lines(store: Store, plan: Plan, slots: Optional[int] = None, now: Optional[float] = None) -> list[str]:
-    snap = snapshot(store, plan)
+def status_lines(store: Store, plan: Plan, slots: Optional[int] = None, now: Optional[float] = None,
+                 warn: Callable[[str], None] = lambda line: None) -> list[str]:
     now = now or time.time()
+    snap = snapshot(store, plan, now, warn)
     n = len(plan.trials)
-    lines = [f"{plan.exp.name} ({plan.exp.hash}): {len(snap.done)}/{n} done, {len(snap.running)} running, "
-             f"{len(snap.waiting)} waiting, {len(snap.failed)} failed, {len(snap.skipped)} skipped"]
+    dead = f"{len(snap.dead)} dead, " if snap.dead else ""
+    unreadable = f", {len(snap.unreadable)} unreadable" if snap.unreadable else ""
+    lines = [f"{plan.exp.name} ({plan.exp.hash}): {len(snap.done)}/{n} done, {len(snap.running)} running, {dead}"
+             f"{len(snap.waiting)} waiting, {len(snap.failed)} failed, {len(snap.skipped)} skipped{unreadable}"]
     if snap.started_at:
         left = remaining_seconds(plan, snap, slots or max(1, len(snap.running)))
         eta = f", about {_fmt(left)} left" if left is not None and (snap.running or snap.waiting) else ""
@@ -95,6 +153,8 @@ def status_lines(store: Store, plan: Plan, slots: Optional[int] = None, now: Opt
                      f"accuracy {100 * ticket['accuracy']:.2f}")
     if snap.running:
         lines.append("running: " + ", ".join(k.name for k in snap.running))
+    for key, why in snap.dead.items():
+        lines.append(f"dead: {key.name} ({why}; a re-launch resumes it)")
     if snap.failed:
         lines.append("failed: " + ", ".join(k.name for k in snap.failed))
     return lines
@@ -108,7 +168,7 @@ def _fmt(seconds: float) -> str:
 
 
 def print_status(store: Store) -> int:
-    for line in status_lines(store, plan_of(store)):
+    for line in status_lines(store, plan_of(store), warn=lambda line: print(line, file=sys.stderr, flush=True)):
         print(line)
     return 0
 

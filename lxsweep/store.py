@@ -23,19 +23,89 @@ Every write is atomic (temp file + rename locally; object stores put whole
 objects), so a crash never leaves a half-written marker that reads as done.
 Local paths and NFS use the filesystem directly; ``s3://`` and ``gs://``
 go through ``pyarrow.fs``, the same layer Ray's own storage uses.
+
+Object-store I/O is retried with exponential backoff (:func:`retrying`) for up
+to ``LXSWEEP_STORE_RETRY_S`` seconds (default :data:`RETRY_SECONDS`), so an
+outage of a few seconds costs nothing; a longer one ends in one
+:class:`StoreError` line naming the path. A file that is there but cannot be
+read as what it should be (empty, truncated, missing keys) raises
+:class:`CorruptStoreFile`, naming it: ``status`` and ``report`` skip it with a
+warning, ``trial`` and ``launch`` refuse to start; nothing deletes it.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import yaml
 
-from lxsweep.config import Experiment, from_record
+from lxsweep.config import ConfigError, Experiment, from_record
+
+T = TypeVar("T")
+RETRY_ENV = "LXSWEEP_STORE_RETRY_S"
+RETRY_SECONDS = 120.0  # how long an object-store outage is waited out before a trial or command gives up
+RETRY_FIRST_DELAY = 0.5  # seconds; doubles after every failed try, capped at RETRY_MAX_DELAY
+RETRY_MAX_DELAY = 16.0
+
+
+class StoreError(ConfigError):
+    """The store cannot be read or written (an outage that outlasted the retries); one line naming the path."""
+
+
+class CorruptStoreFile(StoreError):
+    """A store file that is there but unreadable as what it should be; the message names it and what to do."""
+
+    TRIAL_FIX = "it is left untouched; move it aside (or delete it) to run that trial again, or restore it from a copy"
+
+    def __init__(self, path: str, why: str, fix: str = TRIAL_FIX):
+        self.path, self.why = path, why
+        super().__init__(f"{path}: {why} — {fix}")
+
+
+def retry_seconds() -> float:
+    """How long object-store I/O is retried (``LXSWEEP_STORE_RETRY_S``, default :data:`RETRY_SECONDS`)."""
+    try:
+        return max(0.0, float(os.environ.get(RETRY_ENV, RETRY_SECONDS)))
+    except ValueError:
+        raise ConfigError(f"{RETRY_ENV}={os.environ[RETRY_ENV]!r}: expected a number of seconds") from None
+
+
+def retrying(what: str, op: Callable[[], T], seconds: float | None = None,
+             warn: Callable[[str], None] | None = None) -> T:
+    """``op()``, retried with exponential backoff while it raises a transient ``OSError``.
+
+    Not-found is an answer, not an outage: ``FileNotFoundError`` (and
+    ``IsADirectoryError``/``NotADirectoryError``) propagate at once. After
+    ``seconds`` (default :func:`retry_seconds`) of failures, raises
+    :class:`StoreError` naming ``what`` and the last error.
+    """
+    seconds = retry_seconds() if seconds is None else seconds
+    warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
+    deadline = time.monotonic() + seconds
+    delay, tries = RETRY_FIRST_DELAY, 0
+    while True:
+        try:
+            return op()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise
+        except OSError as exc:
+            tries += 1
+            last = " ".join(str(exc).split())[:300]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StoreError(f"{what}: the store did not answer for {seconds:.0f} s ({tries} tries; last error: "
+                                 f"{last}) — check the storage endpoint, network and credentials, then re-run "
+                                 f"(finished trials are kept), or raise {RETRY_ENV}") from None
+            if tries == 1:
+                warn(f"lxsweep: warning: {what}: {last}; retrying for up to {seconds:.0f} s")
+            time.sleep(min(delay, left))
+            delay = min(2 * delay, RETRY_MAX_DELAY)
 
 
 def is_uri(path: str) -> bool:
@@ -82,18 +152,24 @@ class Store:
             return os.path.exists(self.path(rel))
         import pyarrow.fs as pafs
 
-        return self._fs.get_file_info(self._remote(rel)).type != pafs.FileType.NotFound
+        info = retrying(self.path(rel), lambda: self._fs.get_file_info(self._remote(rel)))
+        return info.type != pafs.FileType.NotFound
 
     def read_bytes(self, rel: str) -> bytes:
         if not self.uri:
             return Path(self.path(rel)).read_bytes()
-        with self._fs.open_input_stream(self._remote(rel)) as f:
-            return f.read()
+
+        def read() -> bytes:
+            with self._fs.open_input_stream(self._remote(rel)) as f:
+                return f.read()
+        return retrying(self.path(rel), read)
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         if self.uri:
-            with self._fs.open_output_stream(self._remote(rel)) as f:
-                f.write(data)
+            def write() -> None:  # the object appears when the stream closes, whole: a retry rewrites it whole
+                with self._fs.open_output_stream(self._remote(rel)) as f:
+                    f.write(data)
+            retrying(self.path(rel), write)
             return
         target = Path(self.path(rel))
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -113,7 +189,10 @@ class Store:
         if not self.exists(rel):
             return
         if self.uri:
-            self._fs.delete_file(self._remote(rel))
+            try:
+                retrying(self.path(rel), lambda: self._fs.delete_file(self._remote(rel)))
+            except FileNotFoundError:
+                pass
         else:
             os.unlink(self.path(rel))
 
@@ -125,18 +204,29 @@ class Store:
         import pyarrow.fs as pafs
 
         sel = pafs.FileSelector(self._remote(rel), allow_not_found=True)
-        return sorted(Path(i.path).name for i in self._fs.get_file_info(sel))
+        return sorted(Path(i.path).name for i in retrying(self.path(rel), lambda: self._fs.get_file_info(sel)))
 
     # -- JSON --------------------------------------------------------------
     def read_json(self, rel: str) -> Any:
-        return json.loads(self.read_bytes(rel))
+        """The JSON file ``rel``; :class:`CorruptStoreFile` if it is empty, truncated or not JSON."""
+        data = self.read_bytes(rel)
+        if not data.strip():
+            raise CorruptStoreFile(self.path(rel), "empty file")
+        try:
+            return json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CorruptStoreFile(self.path(rel), f"not valid JSON ({exc}); truncated or overwritten?") from None
 
     def write_json(self, rel: str, obj: Any) -> None:
         self.write_bytes(rel, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
     # -- directories (pretrained models) -----------------------------------
-    def upload_dir(self, local: str | Path, rel: str) -> None:
-        """Copy a local directory into the store; it appears complete or not at all locally."""
+    def upload_dir(self, local: str | Path, rel: str, last: str | None = None) -> None:
+        """Copy a local directory into the store; it appears complete or not at all locally.
+
+        An object store has no rename: files are put one by one, ``last`` (the
+        file readers take as "complete", e.g. ``config.json``) after all others.
+        """
         local = Path(local)
         if not self.uri:
             target = Path(self.path(rel))
@@ -148,9 +238,9 @@ class Store:
             except OSError:  # another process finished the same (deterministic) copy first
                 shutil.rmtree(tmp, ignore_errors=True)
             return
-        for f in sorted(local.rglob("*")):
-            if f.is_file():
-                self.write_bytes(f"{rel}/{f.relative_to(local).as_posix()}", f.read_bytes())
+        files = sorted((f for f in local.rglob("*") if f.is_file()), key=lambda f: f.relative_to(local).as_posix() == last)
+        for f in files:
+            self.write_bytes(f"{rel}/{f.relative_to(local).as_posix()}", f.read_bytes())
 
     def local_dir(self, rel: str, cache: str | Path | None = None) -> Path:
         """A local directory holding ``rel``: the store itself, or a downloaded copy."""
@@ -162,12 +252,11 @@ class Store:
         if not cache.is_dir():
             tmp = Path(tempfile.mkdtemp(prefix="lxsweep-dl-"))
             sel = pafs.FileSelector(self._remote(rel), recursive=True)
-            for info in self._fs.get_file_info(sel):
+            for info in retrying(self.path(rel), lambda: self._fs.get_file_info(sel)):
                 if info.type == pafs.FileType.File:
                     dest = tmp / Path(info.path).relative_to(self._remote(rel))
                     dest.parent.mkdir(parents=True, exist_ok=True)
-                    with self._fs.open_input_stream(info.path) as src:
-                        dest.write_bytes(src.read())
+                    dest.write_bytes(self.read_bytes(Path(info.path).relative_to(self._base).as_posix()))
             cache.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.rename(tmp, cache)
@@ -255,6 +344,12 @@ def attempt_started(filename: str) -> float:
     return float(filename.split("-")[0]) / 1000
 
 
+# A running attempt rewrites its file with ``heartbeat_at`` every HEARTBEAT_SECONDS (lxsweep/train.py);
+# one whose last beat is older than STALE_SECONDS, or whose process is gone from this host, is dead.
+HEARTBEAT_SECONDS = 30.0
+STALE_SECONDS = 4 * HEARTBEAT_SECONDS
+
+
 def mask_path(name: str) -> str:
     return f"masks/{name}.safetensors"
 
@@ -289,12 +384,68 @@ def finished_trials(store: Store) -> set[str]:
     return {n for n in store.listdir(TRIALS_DIR) if store.exists(metrics_path(n))}
 
 
+# What every metrics.json holds (lxsweep/train.py writes more); without one of them it is incomplete.
+METRICS_KEYS = {"trial": str, "level": int, "subnetwork": str, "seed": int, "accuracy": (int, float),
+                "sparsity": (int, float), "started_at": (int, float), "duration_s": (int, float)}
+
+
+def read_metrics(store: Store, name: str) -> dict:
+    """Trial ``name``'s ``metrics.json``; :class:`CorruptStoreFile` if it is empty, truncated or incomplete."""
+    rel = metrics_path(name)
+    m = store.read_json(rel)
+    if not isinstance(m, dict):
+        raise CorruptStoreFile(store.path(rel), f"holds {type(m).__name__}, expected a JSON object")
+    bad = [k for k, kind in METRICS_KEYS.items() if not isinstance(m.get(k), kind) or isinstance(m.get(k), bool)]
+    if bad:
+        raise CorruptStoreFile(store.path(rel), f"incomplete: no valid {', '.join(bad)}")
+    if m["trial"] != name:
+        raise CorruptStoreFile(store.path(rel), f"records trial {m['trial']!r}, but it is the file of {name}")
+    return m
+
+
+def unreadable_trials(store: Store) -> dict[str, CorruptStoreFile]:
+    """Trials whose ``metrics.json`` is there but corrupt (``launch`` refuses such a store)."""
+    out = {}
+    for name in store.listdir(TRIALS_DIR):
+        if store.exists(metrics_path(name)):
+            try:
+                read_metrics(store, name)
+            except CorruptStoreFile as exc:
+                out[name] = exc
+    return out
+
+
+def refuse_unreadable(store: Store) -> None:
+    """Raise the first :class:`CorruptStoreFile` among the trials' ``metrics.json`` (saying how many more)."""
+    bad = unreadable_trials(store)
+    if bad:
+        first = bad[sorted(bad)[0]]
+        more = f" (and {len(bad) - 1} more unreadable metrics.json)" if len(bad) > 1 else ""
+        raise CorruptStoreFile(first.path, first.why + more)
+
+
 def write_experiment(store: Store, exp: Experiment, overwrite: bool = True) -> None:
     """Record the resolved experiment (``status`` and ``report`` read it); ``overwrite=False`` keeps one there."""
     if overwrite or not store.exists(EXPERIMENT_FILE):
         store.write_bytes(EXPERIMENT_FILE, yaml.safe_dump(exp.record(), sort_keys=False).encode())
 
 
+EXPERIMENT_FIX = ("pass the experiment file instead of the store (`lxsweep status experiments/X.yaml`), or restore it; "
+                  "`lxsweep launch` writes it again")
+
+
 def read_experiment(store: Store) -> Experiment:
-    """The experiment recorded in the store, with its recorded hash (its plugins imported, as for any experiment)."""
-    return from_record(yaml.safe_load(store.read_bytes(EXPERIMENT_FILE)), store.path(EXPERIMENT_FILE))
+    """The experiment recorded in the store, with its recorded hash (its plugins imported, as for any experiment).
+
+    :class:`CorruptStoreFile` when ``experiment.yaml`` is empty, not YAML, or not an experiment.
+    """
+    where = store.path(EXPERIMENT_FILE)
+    try:
+        raw = yaml.safe_load(store.read_bytes(EXPERIMENT_FILE))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise CorruptStoreFile(where, f"not valid YAML ({' '.join(str(exc).split())[:200]})", EXPERIMENT_FIX) from None
+    if not isinstance(raw, dict) or not raw:
+        raise CorruptStoreFile(where, "empty or not a mapping", EXPERIMENT_FIX)
+    if "hash" not in raw:
+        raise CorruptStoreFile(where, "incomplete: no recorded hash", EXPERIMENT_FIX)
+    return from_record(raw, where)

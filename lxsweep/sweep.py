@@ -25,7 +25,7 @@ from lxsweep.hooks import numbers
 from lxsweep.plan import Plan, TrialKey
 from lxsweep.status import status_lines
 from lxsweep.store import (RAY_DIR, Store, driver_path, failed_path, finished_trials, metrics_path, node_path,
-                           write_experiment)
+                           refuse_unreadable, write_experiment)
 from lxsweep.train import TrialHook
 
 DRIVER_RESOURCE = "driver_slot"
@@ -173,6 +173,8 @@ def _make_searcher(plan: Plan, store: Store, base_config: dict):
                 self.done.add(key)
                 return
             self.failed[key] = "error" if error else "no metrics.json"
+            # Now, not when the launch ends: `lxsweep status` on the running sweep shows it (and its skipped descendants).
+            store.write_json(failed_path(key.name), {"trial": key.name, "error": self.failed[key], "at": time.time()})
             for d in plan.descendants(key):
                 if d not in self.done:
                     self.skipped.add(d)
@@ -324,6 +326,7 @@ def launch(exp: Experiment, address: Optional[str] = None, resume: bool = False,
 
     store = Store.for_experiment(exp)
     plan = Plan(exp)
+    refuse_unreadable(store)  # a corrupt metrics.json is neither done nor to be overwritten: the user decides
     write_experiment(store, exp)
     print(f"lxsweep: {exp.name} ({exp.hash}): {plan.fine_tunes} trials, critical path {plan.critical_path}; store {store.root}")
     _connect(address, exp)
@@ -351,9 +354,7 @@ def launch(exp: Experiment, address: Optional[str] = None, resume: bool = False,
         paths = status.final()
     finally:
         ray.shutdown()
-    failed, skipped = searcher.failed, searcher.skipped
-    for key, why in failed.items():
-        store.write_json(failed_path(key.name), {"trial": key.name, "error": why, "at": time.time()})
+    failed, skipped = searcher.failed, searcher.skipped  # failed.json was written as each one failed
     for line in summary_lines(store, plan):
         print(line)
     for p in paths:

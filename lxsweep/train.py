@@ -37,8 +37,9 @@ from lxsweep.facts import check_compatible, resolved_facts
 from lxsweep.metric import accuracy_metrics
 from lxsweep.pretrain import rewind_point
 from lxsweep.plan import TrialKey, child_masks, mask_source, parent, validate_key
-from lxsweep.store import (Store, attempt_path, failed_path, mask_path, metrics_path, rewind_path,
-                           sparsity_path, weights_path)
+from lxsweep.store import (EXPERIMENT_FILE, HEARTBEAT_SECONDS, CorruptStoreFile, Store, attempt_path, failed_path,
+                           mask_path, metrics_path, read_experiment, read_metrics, rewind_path, sparsity_path,
+                           weights_path)
 from lxsweep.subnetworks import DENSE, MaskInputs
 
 
@@ -95,10 +96,42 @@ def _save_mask(store: Store, name: str, mask: pruning.Mask, meta: dict) -> None:
 
 
 def _load_mask(store: Store, name: str) -> pruning.Mask:
+    """Mask ``name`` from the store; :class:`CorruptStoreFile` if the file is truncated or not a mask."""
+    from safetensors import SafetensorError
+
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "mask.safetensors"
         path.write_bytes(store.read_bytes(mask_path(name)))
-        return pruning.load_mask(path)
+        try:
+            return pruning.load_mask(path)
+        except (SafetensorError, ValueError, KeyError) as exc:
+            raise CorruptStoreFile(store.path(mask_path(name)), f"unreadable mask ({exc}); truncated?",
+                                   f"it is left untouched; move it aside and re-run the trial that wrote it "
+                                   f"({name}'s parent), or restore it from a copy") from None
+
+
+def check_trial_inputs(exp: Experiment, key: TrialKey, store: Store) -> None:
+    """Refuse, before any training, a trial whose store inputs are there but unreadable.
+
+    Reads what the trial and the chain prefix it may run first will read:
+    the store's ``experiment.yaml``, the ``metrics.json`` of the trial, of
+    its ancestors and of its seed's dense trial, and the mask it trains with.
+    Raises :class:`CorruptStoreFile` naming the first bad file; absent files
+    are fine (they are made on the way).
+    """
+    if store.exists(EXPERIMENT_FILE):
+        read_experiment(store)
+    chain, k = [key], parent(exp, key)
+    while k is not None:
+        chain.append(k)
+        k = parent(exp, k)
+    dense = TrialKey(0, DENSE, key.seed)
+    for k in dict.fromkeys([*reversed(chain), dense]):
+        if store.exists(metrics_path(k.name)):
+            read_metrics(store, k.name)
+    source = mask_source(exp, key)
+    if source and store.exists(mask_path(source)):
+        _load_mask(store, source)
 
 
 def trial_mask(exp: Experiment, key: TrialKey, store: Store, model: torch.nn.Module) -> Optional[pruning.Mask]:
@@ -517,11 +550,10 @@ def run_trial(
     facts = resolved_facts(rt)  # what `precision: auto` etc. became here; never mix them in one store
     check_compatible(store, facts, exp.resources.allow_mixed, record=rt.is_main, trial=key.name, warn=log)
     started = time.time()
-    if rt.is_main:
-        store.write_json(attempt_path(key.name, started, uuid.uuid4().hex[:6]), {
-            "trial": key.name, "started_at": started, "resumed": resume_state is not None,
-            "host": socket.gethostname(), "pid": os.getpid(),
-        })
+    beat = Heartbeat(store, attempt_path(key.name, started, uuid.uuid4().hex[:6]), {
+        "trial": key.name, "started_at": started, "resumed": resume_state is not None,
+        "host": socket.gethostname(), "pid": os.getpid(),
+    }) if rt.is_main else None
     ok = False
     try:
         data = load_dataset(exp, store)
@@ -556,6 +588,45 @@ def run_trial(
     finally:
         for hook in hooks:
             hook.on_close(ok)
+        if beat is not None:
+            beat.stop(ok)
+
+
+class Heartbeat:
+    """A trial attempt's file in the store, rewritten every ``every`` seconds while it runs.
+
+    It says who runs it (host, pid), since when, and ``heartbeat_at``; at the
+    end ``ended_at`` and ``ok``. ``lxsweep status`` calls an attempt whose
+    beat is stale (``store.STALE_SECONDS``), or whose process is gone from
+    this host, dead rather than running. A beat that fails (a store outage)
+    is skipped: the next one writes again.
+    """
+
+    def __init__(self, store: Store, rel: str, record: dict, every: float = HEARTBEAT_SECONDS):
+        import threading
+
+        self.store, self.rel, self.record, self.every = store, rel, dict(record), every
+        self.record["heartbeat_at"] = time.time()
+        store.write_json(rel, self.record)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lxsweep-heartbeat-{record['trial']}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.store.write_json(self.rel, {**self.record, "heartbeat_at": time.time()})
+            except Exception:  # noqa: BLE001 — a missed beat must never end the trial; the next one retries
+                pass
+
+    def stop(self, ok: bool) -> None:
+        self._stop.set()
+        self._thread.join()
+        now = time.time()
+        try:
+            self.store.write_json(self.rel, {**self.record, "heartbeat_at": now, "ended_at": now, "ok": ok})
+        except Exception:  # noqa: BLE001 — never hide the trial's own error; a stale beat reads as dead anyway
+            pass
 
 
 def _final_metrics(exp: Experiment, key: TrialKey, store: Store, fit: "_Fit", mask: Optional[pruning.Mask],

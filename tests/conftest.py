@@ -36,3 +36,27 @@ def tiny_overrides(tmp_path: Path) -> list[str]:
 @pytest.fixture
 def smoke_file() -> Path:
     return ROOT / "experiments" / "smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A real S3-protocol server (moto) on a free localhost port, with the environment pointing at it.
+
+    Yields the :class:`s3_server.S3Server`; tests create their buckets with
+    ``s3.create_bucket``. The environment (AWS_ENDPOINT_URL, credentials,
+    region) is set in this process for the module's tests and restored after.
+    """
+    from s3_server import S3Server
+
+    server = S3Server().start()
+    saved = {k: os.environ.get(k) for k in server.env()}
+    os.environ.update(server.env())
+    try:
+        yield server
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from lxsweep import pruning
 from lxsweep.config import load_experiment
 from lxsweep.plan import Plan, TrialKey
 from lxsweep.store import Store, mask_path
+from processes import kill_tagged, tagged_env
 
 pytestmark = pytest.mark.slow
 SMOKE = ROOT / "experiments" / "smoke.yaml"
@@ -241,13 +241,13 @@ def test_sigkill_then_resume_runs_no_trial_twice(tmp_path):
     for s in (*BASE, f"storage={tmp_path}", "tracking.backend=none"):
         args += ["--set", s]
     store = Store.for_experiment(experiment(tmp_path, "tracking.backend=none"))
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), start_new_session=True)
+    env, tag = tagged_env(_env())
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 400
     while time.time() < deadline and sum(store.exists(f"trials/{n}/metrics.json") for n in store.listdir("trials")) < 2:
         time.sleep(1)
-    os.killpg(proc.pid, signal.SIGKILL)
+    kill_tagged(tag)  # the launch and its local Ray, by pid; no other Ray on the machine (`ray stop --force` would)
     proc.wait()
-    subprocess.run(["ray", "stop", "--force"], capture_output=True)  # the killed launch's local Ray
     done_before = {n for n in store.listdir("trials") if store.exists(f"trials/{n}/metrics.json")}
     assert len(done_before) >= 2
     resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True, env=_env(), timeout=600)

@@ -18,6 +18,10 @@ A use is W&B's own "log this draft, then use it" (``run.use_artifact`` of an
 artifact object): wandb refuses ``use_artifact`` in offline mode, so there the
 same record is written directly, and ``wandb sync`` turns it into the same
 input edge.
+
+With an object-store store (``s3://``) the run files are written to a local
+temp directory and copied into ``<store>/wandb/`` when the run finishes, so
+offline runs outlive the node that ran them (``wandb sync`` them from a copy of the store).
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ from urllib.request import url2pathname
 from lxsweep.config import Experiment
 from lxsweep.plan import TrialKey
 from lxsweep.report import ACCURACY_COLUMNS, aggregate, best_tickets
-from lxsweep.store import Store
+from lxsweep.store import Store, tracker_dir
 from lxsweep.tracking.base import (CURVE_METRICS, EPOCH_METRICS, FINAL_METRICS, MASK, WEIGHTS, SweepTracker,
                                    TrialArtifact, TrialTracker, default_run_id, group, local_dir, sparsity_curves,
                                    ticket_artifacts, trial_config, trial_label)
@@ -94,6 +98,15 @@ def _artifact(exp: Experiment, store: Store, a: TrialArtifact, tmp: str):
     return artifact
 
 
+def _finish(run, store: Store, **kwargs) -> None:
+    """Finish ``run``; on an object-store store, copy its run directory into ``<store>/wandb/`` (same layout)."""
+    run_dir = Path(run.dir).parent  # <local wandb dir>/wandb/offline-run-<time>-<id>/files -> its run directory
+    run.finish(**kwargs)
+    if store.uri and run_dir.is_dir():
+        rel = run_dir.relative_to(local_dir(store, "wandb")).as_posix()
+        store.upload_dir(run_dir, f"{tracker_dir('wandb')}/{rel}")
+
+
 class WandbTrial(TrialTracker):
     """The W&B run of one trial: config, tags, per-epoch curves with summary max, final metrics."""
 
@@ -124,7 +137,7 @@ class WandbTrial(TrialTracker):
 
     def close(self, ok: bool) -> None:
         if self.run is not None:
-            self.run.finish(exit_code=0 if ok else 1)
+            _finish(self.run, self.store, exit_code=0 if ok else 1)
             self.run = None
 
 
@@ -196,7 +209,7 @@ class WandbSweep(SweepTracker):
         if self.run is not None:
             for t in self.tickets:  # the final best ticket of each level: inputs of the summary
                 record_artifacts(self.run, self.exp, self.store, ticket_artifacts(self.exp, t), use=True)
-            self.run.finish()
+            _finish(self.run, self.store)
             self.run = None
 
 
