@@ -106,9 +106,9 @@ def _parse_int(name: str, text: str) -> int:
 
 def _decode_array(img_id: str, name: str, text: str, dtype: str, num_boxes: int, per_box: int | None) -> np.ndarray:
     try:
-        raw = base64.b64decode(text)
+        raw = base64.b64decode(text, validate=True)  # else characters outside base64 are dropped silently
     except (binascii.Error, ValueError) as exc:
-        raise ValueError(f"image {img_id}: {name} is not valid base64 ({exc})") from None
+        raise ValueError(f"image {img_id}: {name} is not valid base64 ({exc}) — regenerate the TSV row") from None
     itemsize = np.dtype(dtype).itemsize
     if per_box is None:  # features: the width is whatever the detector produced
         if len(raw) == 0 or len(raw) % (itemsize * num_boxes):
