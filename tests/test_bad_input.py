@@ -244,3 +244,11 @@ def test_debug_shows_the_traceback(world, capsys):
     assert main(["--debug", "plan", str(path)]) == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and err.strip().splitlines()[-1].startswith("lxsweep: error:")
+
+
+def test_s3_storage_that_cannot_be_reached(world, capsys, monkeypatch):
+    """An s3:// store whose endpoint refuses connections fails the storage probe at once, naming what to check."""
+    for name, value in {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_EC2_METADATA_DISABLED": "true",
+                        "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}.items():
+        monkeypatch.setenv(name, value)
+    check(world, capsys, ["plan", str(SMOKE), "--set", "storage=s3://lxsweep-nobucket/runs"], "AWS_ENDPOINT_URL")
