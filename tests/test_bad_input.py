@@ -252,3 +252,41 @@ def test_s3_storage_that_cannot_be_reached(world, capsys, monkeypatch):
                         "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}.items():
         monkeypatch.setenv(name, value)
     check(world, capsys, ["plan", str(SMOKE), "--set", "storage=s3://lxsweep-nobucket/runs"], "AWS_ENDPOINT_URL")
+
+
+def prepare_with(world, tsv: Path, **files) -> list[str]:
+    f = {**world["files"], **files}
+    import uuid
+
+    return ["prepare-vqa", "--out", str(world["base"] / f"vqa-{uuid.uuid4().hex[:6]}"), "--split", "train", str(f["train_questions"]),
+            str(f["train_annotations"]), "--features", str(tsv), "--ans2label", str(f["ans2label"])]
+
+
+@pytest.mark.parametrize("row", [0, 1])  # the train images: prepare stops reading once it has them all
+def test_bad_byte_in_tsv_is_reported_at_its_line(world, capsys, row):
+    data = world["files"]["features"].read_bytes().split(b"\r\n")
+    data[row] = data[row][:50] + b"\xff" + data[row][50:]
+    tsv = world["base"] / f"badbyte{row}.tsv"
+    tsv.write_bytes(b"\r\n".join(data))
+    check(world, capsys, prepare_with(world, tsv), f"line {row + 1}:")
+
+
+def test_annotation_for_a_question_not_in_the_file(world, capsys):
+    import json
+
+    ann = json.loads(world["files"]["train_annotations"].read_text())
+    extra = dict(ann["annotations"][0], question_id=999_999_999)
+    ann["annotations"].append(extra)
+    path = world["base"] / "orphan_annotations.json"
+    path.write_text(json.dumps(ann))
+    check(world, capsys, prepare_with(world, world["files"]["features"], train_annotations=path), "999999999")
+
+
+def test_annotation_given_twice(world, capsys):
+    import json
+
+    ann = json.loads(world["files"]["train_annotations"].read_text())
+    ann["annotations"].append(dict(ann["annotations"][0]))
+    path = world["base"] / "twice_annotations.json"
+    path.write_text(json.dumps(ann))
+    check(world, capsys, prepare_with(world, world["files"]["features"], train_annotations=path), "annotated twice")

@@ -136,23 +136,34 @@ def read_tsv_fields(path: str | Path) -> Iterator[tuple[int, list[str]]]:
     path = Path(path)
     _raise_csv_field_limit()
     try:
-        handle = open(path, newline="", encoding="utf-8")
+        handle = open(path, "rb")
     except OSError as exc:
-        raise VQAInputError(f"{path}: cannot open feature TSV ({exc.strerror or exc})") from None
+        raise VQAInputError(f"{path}: cannot open feature TSV ({exc.strerror or exc}) — check the --features path") from None
+
+    def lines() -> Iterator[str]:
+        # Decoded line by line, so a bad byte is reported at its own line (a text-mode file decodes
+        # ahead in chunks, and csv's line count then names an earlier line).
+        for number, raw in enumerate(handle, start=1):
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise VQAInputError(f"{path}, line {number}: byte {raw[exc.start]:#04x} at column {exc.start + 1} is "
+                                    f"not UTF-8 text — the file is corrupt; regenerate or re-download it") from None
+
     with handle:
-        reader = csv.reader(handle, delimiter="\t")
+        reader = csv.reader(lines(), delimiter="\t")
         while True:
             try:
                 fields = next(reader)
             except StopIteration:
                 return
             except (csv.Error, UnicodeDecodeError) as exc:
-                raise VQAInputError(f"{path}, line {reader.line_num}: not a readable TSV row ({exc})") from None
+                raise VQAInputError(f"{path}, line {reader.line_num}: not a readable TSV row ({exc}) — regenerate the file") from None
             if not fields:
                 continue
             if len(fields) != len(FIELDNAMES):
                 raise VQAInputError(f"{path}, line {reader.line_num}: {len(fields)} tab-separated fields, expected "
-                                    f"{len(FIELDNAMES)} ({', '.join(FIELDNAMES)})")
+                                    f"{len(FIELDNAMES)} ({', '.join(FIELDNAMES)}) — is this an LXMERT feature TSV?")
             yield reader.line_num, fields
 
 
