@@ -17,7 +17,7 @@ from lxsweep.config import ConfigError, Experiment
 
 def preflight(exp: Experiment) -> list[str]:
     """Run every check; returns one line per check passed, raises :class:`ConfigError` at the first failure."""
-    return [check_storage(exp), check_model(exp), check_data(exp)]
+    return [check_storage(exp), check_model(exp), check_data(exp), check_schedule(exp)]
 
 
 def check_storage(exp: Experiment) -> str:
@@ -108,3 +108,34 @@ def check_data(exp: Experiment) -> str:
             raise ConfigError(f"{exp.source}: data.{key}: {exp.data.path} has no split {split!r} — use one of "
                               f"{', '.join(sorted(manifest['splits']))} or prepare it with `lxsweep prepare-vqa`")
     return f"data {exp.data.path}: splits {exp.data.train_split}, {exp.data.valid_split} present"
+
+
+def check_schedule(exp: Experiment) -> str:
+    """Every level removes more weights than the one before and keeps at least one, counted on the real model.
+
+    The model is built on the meta device (shapes only, no memory), from ``model.pretrained``'s config or
+    ``model.config``; the counts use the one rounding rule of every mask (``pruning.removed_count``).
+    """
+    import torch
+    from transformers import LxmertConfig, LxmertForQuestionAnswering
+
+    from lxsweep.pruning import prunable_names, removed_count
+
+    if exp.model.pretrained is not None:
+        cfg = LxmertConfig.from_pretrained(exp.model.pretrained)
+    else:
+        cfg = LxmertConfig(**{"visual_pos_dim": 4, **exp.model.config})
+    with torch.device("meta"):
+        model = LxmertForQuestionAnswering(cfg)
+    params = dict(model.named_parameters())
+    total = sum(params[n].numel() for n in prunable_names(params, exp.pruning.scope))
+    previous = 0
+    for level in range(1, exp.num_levels + 1):
+        removed = removed_count(exp.sparsity(level), total)
+        if removed >= total or removed <= previous:
+            what = "removes every one" if removed >= total else f"removes no more than level {level - 1}"
+            key = "pruning.sparsities" if exp.pruning.sparsities is not None else "pruning.levels"
+            raise ConfigError(f"{exp.source}: {key}: level {level} (sparsity {exp.sparsity(level):.6f}) {what} of the "
+                              f"{total} prunable weights — use fewer levels (at most {level - 1})")
+        previous = removed
+    return f"schedule: {exp.num_levels} levels over {total} prunable weights, each removing more"

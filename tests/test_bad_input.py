@@ -290,3 +290,12 @@ def test_annotation_given_twice(world, capsys):
     path = world["base"] / "twice_annotations.json"
     path.write_text(json.dumps(ann))
     check(world, capsys, prepare_with(world, world["files"]["features"], train_annotations=path), "annotated twice")
+
+
+@pytest.mark.parametrize("sets", [
+    ["pruning.sparsities=null", "pruning.rate=0.5", "pruning.levels=30"],  # 2^-30 of the tiny model's weights: none
+    ["pruning.sparsities=[0.5, 0.5000000001]"],  # the same count of weights twice
+], ids=["levels past the last weight", "sparsities one weight apart"])
+def test_schedule_counted_on_the_model(world, capsys, sets):
+    check(world, capsys, ["plan", str(SMOKE), "--set", f"storage={world['runs']}",
+                          *sum((["--set", s] for s in sets), [])], "prunable weights")
