@@ -40,12 +40,19 @@ def cmd_trial(args: argparse.Namespace) -> int:
     from lxsweep.store import Store, finished_trials, metrics_path, read_metrics, write_experiment
     from lxsweep.train import check_trial_inputs, run_trial
 
+    from lxsweep.preflight import preflight
+    from lxsweep.subnetworks import DENSE
+
     exp = _load(args)
     try:
         key = trial_key(exp, args.level, args.subnetwork, args.seed)
         validate_key(exp, key)
     except ValueError as exc:
-        raise UserError(f"{exp.source}: {exc}") from None
+        raise UserError(f"{exp.source}: {exc} — pick a trial of the experiment (`lxsweep plan` lists them)") from None
+    if key.subnetwork != DENSE and key.subnetwork not in exp.pruning.subnetworks:
+        raise UserError(f"{exp.source}: --subnetwork {key.subnetwork}: not in pruning.subnetworks "
+                        f"{exp.pruning.subnetworks} — pick one of them or add it there")
+    preflight(exp)
     store = Store.for_experiment(exp)
     check_trial_inputs(exp, key, store)  # a corrupt metrics.json or mask is refused now, not after training
     write_experiment(store, exp, overwrite=False)  # `status` and `report` read it, as after a launch
@@ -106,7 +113,10 @@ def _print_result(m: dict) -> None:
 def cmd_plan(args: argparse.Namespace) -> int:
     from lxsweep.plan import Plan
 
-    exp = _load(args, check=False)
+    from lxsweep.preflight import preflight
+
+    exp = _load(args, check=not args.no_checks)
+    checks = [] if args.no_checks else preflight(exp)
     plan = Plan(exp)
     s = plan.summary()
     if args.json:
@@ -126,6 +136,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(line)
     else:
         print("cost: set resources.fine_tune_hours to estimate GPU-hours")
+    for line in checks:
+        print(f"checked: {line}")
     print("trials (run order; <- parent):")
     for t in s["trials"]:
         print(f"  {t['trial']:<16} sparsity {100 * t['sparsity']:5.1f}%" + (f"  <- {t['parent']}" if t["parent"] else ""))
@@ -136,9 +148,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
+    from lxsweep.preflight import preflight
     from lxsweep.sweep import launch
 
     exp = _load(args)
+    preflight(exp)  # before Ray starts
     return launch(exp, address=args.address, resume=args.resume, progress=not args.quiet)
 
 
@@ -161,10 +175,14 @@ def _store_from_arg(target: str, overrides: list[str]):
     from lxsweep.store import EXPERIMENT_FILE, Store
 
     if target.endswith((".yaml", ".yml")):
-        return Store.for_experiment(load_experiment(target, overrides))
+        store = Store.for_experiment(load_experiment(target, overrides, check=False))
+        if not store.exists(EXPERIMENT_FILE):
+            raise UserError(f"{target}: its store {store.root} does not exist yet — launch the experiment "
+                            f"(or run one `lxsweep trial`) first")
+        return store
     store = Store(target)
     if not store.exists(EXPERIMENT_FILE):
-        raise UserError(f"{target}: not a store (no experiment.yaml); pass a store directory or an experiment file")
+        raise UserError(f"{target}: not a store (no experiment.yaml) — pass a store directory or an experiment file")
     return store
 
 
@@ -354,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
               lxsweep report runs/smoke-<hash>"""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of user errors too")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = _parser(sub, "launch", "run the whole grid of trials on Ray (local unless --address/RAY_ADDRESS)",
@@ -368,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "lxsweep plan experiments/paper.yaml --set resources.fine_tune_hours=0.9")
     _experiment_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--no-checks", action="store_true",
+                   help="skip the preflight checks (budget a cluster run from a machine without its data or model)")
     p.set_defaults(func=cmd_plan)
 
     p = _parser(sub, "trial", "run one trial on this machine without Ray (the same function a Ray worker runs); "
@@ -443,6 +464,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ConfigError, UserError) as exc:
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
         print(f"lxsweep: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -16,6 +16,7 @@ or a seed to a finished sweep reuses its store and re-runs nothing there.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import importlib
 import json
@@ -44,7 +45,7 @@ def selects(default: Any = dataclasses.MISSING, *, default_factory: Any = datacl
 # Keys that were renamed: reading one gives a single line saying what to write instead.
 RENAMED = {
     "tracking.wandb": "tracking.wandb was replaced by tracking.backend (wandb | tensorboard | none) and "
-                      "tracking.mode (offline | online); write e.g. `tracking: {backend: wandb, mode: offline}`, "
+                      "tracking.mode (offline | online) — write e.g. `tracking: {backend: wandb, mode: offline}`, "
                       "or `backend: none` for `wandb: disabled`",
 }
 
@@ -268,18 +269,21 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     """
     path = Path(path)
     where = str(path)
+    if path.is_dir():
+        raise ConfigError(f"{where}: is a directory, not an experiment file — pass a YAML file such as experiments/smoke.yaml")
     if not path.is_file():
-        raise ConfigError(f"{where}: no such experiment file")
+        raise ConfigError(f"{where}: no such experiment file — check the path (the shipped ones are in experiments/)")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(f"{where}: not valid YAML{line}: {getattr(exc, 'problem', exc)}") from None
-    if raw is None:
-        raw = {}
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read the experiment file ({exc}) — pass a readable UTF-8 YAML file") from None
+    raw = parse_yaml(text, where)
+    if raw is None or raw == {}:
+        raise ConfigError(f"{where}: the experiment file is empty — name at least the keys that differ from the "
+                          f"defaults (start from experiments/smoke.yaml)")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: the top level must be a mapping of keys, got {type(raw).__name__}")
+        raise ConfigError(f"{where}: the top level must be a mapping of keys, got {type(raw).__name__} — "
+                          f"write `key: value` lines such as `name: my-sweep`")
     for item in overrides:
         apply_override(raw, item, where)
     exp = from_dict(raw, where)
@@ -288,6 +292,42 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     if check:
         check_paths(exp, path.parent)
     return exp
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int, first: int):
+        super().__init__(f"key {key!r} is written twice (lines {first} and {line})")
+        self.key, self.line, self.first = key, line, first
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping key written twice (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise _DuplicateKey(key, line, seen[key])
+            except TypeError:  # an unhashable key: let SafeLoader give its own error
+                continue
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML text -> plain data, with duplicate keys refused; errors are one :class:`ConfigError` line."""
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{where}: line {exc.line}: key {exc.key!r} is written twice (first at line {exc.first}) "
+                          f"— merge the two into one (YAML would silently keep only the last)") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{where}: not valid YAML{line}: {getattr(exc, 'problem', exc)} — fix the syntax there") from None
 
 
 def resolve_model_dirs(exp: Experiment, base: Path) -> None:
@@ -310,11 +350,13 @@ def resolve_model_dirs(exp: Experiment, base: Path) -> None:
 def apply_override(raw: dict, item: str, where: str = "--set") -> None:
     """Apply one ``dotted.key=value`` (value parsed as YAML) to the raw mapping."""
     if "=" not in item:
-        raise ConfigError(f"{where}: --set {item!r}: expected key=value, e.g. --set training.epochs=2")
+        raise ConfigError(f"{where}: --set {item!r}: expected key=value — write e.g. --set training.epochs=2")
     key, _, text = item.partition("=")
     parts = key.strip().split(".")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = yaml.load(text, Loader=UniqueKeyLoader) if text.strip() else None
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{where}: --set {key}: key {exc.key!r} is written twice — give each key once") from None
     except yaml.YAMLError:
         value = text
     node = raw
@@ -323,7 +365,7 @@ def apply_override(raw: dict, item: str, where: str = "--set") -> None:
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"{where}: --set {key}: {part!r} is not a section")
+            raise ConfigError(f"{where}: --set {key}: {part!r} is not a section — set {'.'.join(parts[:parts.index(part) + 1])} itself, or a key of a section")
         node = child
     node[parts[-1]] = value
 
@@ -367,7 +409,8 @@ def from_record(raw: dict, where: str = "experiment.yaml") -> Experiment:
 
 def _build(cls: type, raw: Any, where: str, prefix: str) -> Any:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'top level'}: expected a mapping, got {raw!r}")
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'top level'}: expected a mapping, got {raw!r} — "
+                          f"write its keys indented below it, e.g. `training: {{epochs: 2}}`")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     for name in raw:
@@ -376,7 +419,9 @@ def _build(cls: type, raw: Any, where: str, prefix: str) -> Any:
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         key = prefix + str(unknown[0])
-        raise ConfigError(f"{where}: {key}: unknown key; expected one of {', '.join(sorted(fields))}")
+        close = difflib.get_close_matches(str(unknown[0]), fields, n=1)
+        hint = f"did you mean {prefix}{close[0]}? " if close else ""
+        raise ConfigError(f"{where}: {key}: unknown key — {hint}expected one of {', '.join(sorted(fields))}")
     kwargs = {}
     for name, value in raw.items():
         kwargs[name] = _coerce(hints[name], value, where, prefix + name)
@@ -395,23 +440,23 @@ def _coerce(hint: Any, value: Any, where: str, key: str) -> Any:
         return _coerce(inner[0], value, where, key)
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{where}: {key}: {value!r} is not allowed; expected one of {', '.join(map(str, args))}")
+            raise ConfigError(f"{where}: {key}: {value!r} is not allowed — use one of {', '.join(map(str, args))}")
         return value
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: {key}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: {key}: expected a list, got {value!r} — write a list, e.g. [a, b]")
         return [_coerce(args[0], v, where, f"{key}[{i}]") for i, v in enumerate(value)]
     if hint is dict or origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: {key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: {key}: expected a mapping, got {value!r} — write a mapping, e.g. {{name: value}}")
         return dict(value)
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: {key}: expected true or false, got {value!r}")
+            raise ConfigError(f"{where}: {key}: expected true or false, got {value!r} — write true or false")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: {key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: {key}: expected an integer, got {value!r} — write a whole number")
         return value
     if hint is float:
         if isinstance(value, str):  # YAML 1.1 reads 5e-5 (no dot) as a string
@@ -420,18 +465,18 @@ def _coerce(hint: Any, value: Any, where: str, key: str) -> Any:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: {key}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: {key}: expected a number, got {value!r} — write a number such as 0.5 or 5.0e-5")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: {key}: expected a string, got {value!r}")
+            raise ConfigError(f"{where}: {key}: expected a string, got {value!r} — write a string (quote it if YAML reads it as something else)")
         return value
     raise TypeError(f"unsupported config type {hint!r} for {key}")  # a bug in this module, not the file
 
 
 def _validate(exp: Experiment, where: str) -> None:
     def fail(key: str, value: Any, expected: str) -> None:
-        raise ConfigError(f"{where}: {key}: {value!r} is out of range; expected {expected}")
+        raise ConfigError(f"{where}: {key}: {value!r} is out of range — expected {expected}")
 
     p, t, r, d = exp.pruning, exp.training, exp.resources, exp.data
     if not exp.name or any(c in exp.name for c in "/\\ "):
@@ -445,11 +490,17 @@ def _validate(exp: Experiment, where: str) -> None:
     if p.levels < 0:
         fail("pruning.levels", p.levels, "an integer >= 0")
     if p.sparsities is not None:
+        if not p.sparsities:
+            fail("pruning.sparsities", p.sparsities, "at least one sparsity, or null to use pruning.rate and pruning.levels")
         for i, s in enumerate(p.sparsities):
             if not 0.0 < s < 1.0:
                 fail(f"pruning.sparsities[{i}]", s, "a sparsity in (0, 1)")
         if any(b <= a for a, b in zip(p.sparsities, p.sparsities[1:])):
             fail("pruning.sparsities", p.sparsities, "strictly increasing sparsities")
+    if p.sparsities is None:
+        _check_schedule(exp, where)
+    if not p.subnetworks:
+        fail("pruning.subnetworks", p.subnetworks, "at least one subnetwork, e.g. [low, high, random]")
     for i, s in enumerate(p.subnetworks):
         try:
             subnetworks.get(s)
@@ -460,7 +511,7 @@ def _validate(exp: Experiment, where: str) -> None:
     for name, chosen in p.levels_of.items():
         key = f"pruning.levels_of.{name}"
         if name not in p.subnetworks:
-            raise ConfigError(f"{where}: {key}: {name!r} is not in pruning.subnetworks {p.subnetworks}; add it there or drop this key")
+            raise ConfigError(f"{where}: {key}: {name!r} is not in pruning.subnetworks {p.subnetworks} — add it there or drop this key")
         allowed = list(subnetworks.levels(name, exp.num_levels))
         if (not isinstance(chosen, list) or not chosen
                 or any(isinstance(v, bool) or not isinstance(v, int) or v not in allowed for v in chosen)):
@@ -469,7 +520,7 @@ def _validate(exp: Experiment, where: str) -> None:
         fail("pruning.scope", p.scope, "at least one of " + ", ".join(SCOPE_GROUPS))
     for i, g in enumerate(p.scope):
         if g not in SCOPE_GROUPS:
-            raise ConfigError(f"{where}: pruning.scope[{i}]: unknown group {g!r}; expected one of {', '.join(SCOPE_GROUPS)}")
+            raise ConfigError(f"{where}: pruning.scope[{i}]: unknown group {g!r} — use some of {', '.join(SCOPE_GROUPS)}")
     if t.epochs < 1:
         fail("training.epochs", t.epochs, "an integer >= 1")
     if t.batch_size < 1:
@@ -517,16 +568,22 @@ def _validate(exp: Experiment, where: str) -> None:
         fail("model.pretraining.objectives", pt.objectives, "at least one of " + ", ".join(PRETRAINING_OBJECTIVES))
     for i, o in enumerate(pt.objectives):
         if o not in PRETRAINING_OBJECTIVES:
-            raise ConfigError(f"{where}: model.pretraining.objectives[{i}]: unknown objective {o!r}; "
-                              f"expected one of {', '.join(PRETRAINING_OBJECTIVES)}")
+            raise ConfigError(f"{where}: model.pretraining.objectives[{i}]: unknown objective {o!r} — "
+                              f"use some of {', '.join(PRETRAINING_OBJECTIVES)}")
     if exp.rewind.step < 0:
         fail("rewind.step", exp.rewind.step, "an integer >= 0")
     if exp.rewind.to == "step" and exp.rewind.step < 1:
         fail("rewind.step", exp.rewind.step, "a step >= 1 when rewind.to is 'step'")
+    if exp.rewind.to == "pretrained" and exp.rewind.step != 0:
+        raise ConfigError(f"{where}: rewind.step: {exp.rewind.step} has no effect with rewind.to: pretrained — "
+                          f"set rewind.to: step to rewind to the dense fine-tune's step {exp.rewind.step}, or drop rewind.step")
     if r.workers_per_trial < 1:
         fail("resources.workers_per_trial", r.workers_per_trial, "an integer >= 1")
     if r.gpus_per_worker < 0:
         fail("resources.gpus_per_worker", r.gpus_per_worker, "a number >= 0")
+    if r.gpus_per_worker > 1 and not float(r.gpus_per_worker).is_integer():
+        # Ray shares one GPU between workers (a fraction < 1) but cannot split several: 1.5 GPUs is refused.
+        fail("resources.gpus_per_worker", r.gpus_per_worker, "a fraction of one GPU (<= 1) or a whole number of GPUs")
     if r.cpus_per_worker < 0:
         fail("resources.cpus_per_worker", r.cpus_per_worker, "a number >= 0")
     if r.max_concurrent_trials is not None and r.max_concurrent_trials < 1:
@@ -538,12 +595,47 @@ def _validate(exp: Experiment, where: str) -> None:
     from lxsweep.tracking.registry import tracker_names  # at call time: the registry needs no config
 
     if exp.tracking.backend not in tracker_names():
-        raise ConfigError(f"{where}: tracking.backend: unknown backend {exp.tracking.backend!r}; expected one of "
+        raise ConfigError(f"{where}: tracking.backend: unknown backend {exp.tracking.backend!r} — use one of "
                           f"{', '.join(tracker_names())} (or a name registered with lxsweep.tracking.register_tracker)")
+    if exp.model.config:
+        _check_model_config(exp.model.config, where)
     if exp.model.pretrained is None and d.source == "vqa":
-        raise ConfigError(f"{where}: model.pretrained: required when data.source is 'vqa' (a hub name or a local directory)")
+        raise ConfigError(f"{where}: model.pretrained: required when data.source is 'vqa' — set it to a hub name "
+                          f"(unc-nlp/lxmert-base-uncased) or a local directory")
     if d.source == "vqa" and not d.path:
-        raise ConfigError(f"{where}: data.path: required when data.source is 'vqa' (the store made by `lxsweep prepare-vqa`)")
+        raise ConfigError(f"{where}: data.path: required when data.source is 'vqa' — set it to the directory "
+                          f"`lxsweep prepare-vqa --out` made")
+
+
+# LxmertConfig keywords lxsweep sets itself when it builds a tiny model (lxsweep/model.py: build_tiny).
+SET_BY_LXSWEEP = {"num_qa_labels": "the answer vocabulary's size"}
+
+
+def _check_model_config(config: dict, where: str) -> None:
+    """Every ``model.config`` key must be an LxmertConfig attribute (transformers ignores unknown ones silently)."""
+    from transformers import LxmertConfig  # at call time: transformers is slow to import and most files need none
+
+    known = set(LxmertConfig().to_dict())
+    for name in config:
+        if name in SET_BY_LXSWEEP:
+            raise ConfigError(f"{where}: model.config.{name}: set by lxsweep from {SET_BY_LXSWEEP[name]} — drop it")
+        if name not in known:
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(f"{where}: model.config.{name}: not an LxmertConfig attribute — {hint}see "
+                              f"transformers' LxmertConfig (e.g. hidden_size, l_layers, x_layers, r_layers)")
+
+
+def _check_schedule(exp: Experiment, where: str) -> None:
+    """``pruning.rate``/``levels`` must give distinct sparsities below 1 (exact counts need the model: preflight)."""
+    previous = 0.0
+    for level in range(1, exp.pruning.levels + 1):
+        s = exp.sparsity(level)
+        if s >= 1.0 or s <= previous:
+            raise ConfigError(
+                f"{where}: pruning.levels: {exp.pruning.levels} levels at rate {exp.pruning.rate} reach sparsity "
+                f"{s!r} at level {level}, where nothing is left to prune — lower pruning.levels below {level}")
+        previous = s
 
 
 def _looks_local(path: str) -> bool:
@@ -560,13 +652,16 @@ def check_paths(exp: Experiment, base: Path | None = None) -> None:
     if exp.data.source == "vqa" and exp.data.path and "://" not in exp.data.path:
         store = Path(exp.data.path).expanduser()
         if not (store / "manifest.json").is_file():
-            why = "does not exist" if not store.exists() else "has no manifest.json (run `lxsweep prepare-vqa` first)"
-            raise ConfigError(f"{where}: data.path: {exp.data.path!r} {why}")
+            why = "does not exist" if not store.exists() else "has no manifest.json"
+            raise ConfigError(f"{where}: data.path: {exp.data.path!r} {why} — make it with "
+                              f"`lxsweep prepare-vqa --out {exp.data.path} ...` or fix data.path")
     for key in ("pretrained", "tokenizer"):
         value = getattr(exp.model, key)
         if value and _looks_local(value) and not Path(value).expanduser().is_dir():
-            raise ConfigError(f"{where}: model.{key}: local directory {value!r} does not exist")
+            raise ConfigError(f"{where}: model.{key}: local directory {value!r} does not exist — fix the path "
+                              f"(a relative one is looked up next to the experiment file, then in the current directory)")
         if value and value.count("/") > 1 and not Path(value).expanduser().is_dir():
             raise ConfigError(
-                f"{where}: model.{key}: {value!r} is neither an existing directory nor a hub name like 'org/model'"
+                f"{where}: model.{key}: {value!r} is neither an existing directory nor a hub name like 'org/model' "
+                f"— fix the path or write a hub name"
             )

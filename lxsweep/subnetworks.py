@@ -127,7 +127,7 @@ def get(name: str) -> Subnetwork:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown subnetwork {name!r}; expected one of {', '.join(_REGISTRY)} "
+        raise ValueError(f"unknown subnetwork {name!r} — use one of {', '.join(_REGISTRY)} "
                          "(or register it in a module named under `plugins`)") from None
 
 

@@ -40,7 +40,7 @@ def test_levels_of_is_checked_and_selects_only():
     base = {"pruning": {"subnetworks": ["low", "high"], "levels": 3}}
     with pytest.raises(ConfigError, match=r"pruning.levels_of.random: 'random' is not in pruning.subnetworks"):
         from_dict({"pruning": {**base["pruning"], "levels_of": {"random": [1]}}})
-    with pytest.raises(ConfigError, match=r"pruning.levels_of.high: \[4\] is out of range; expected a non-empty list of levels among 1..3"):
+    with pytest.raises(ConfigError, match=r"pruning.levels_of.high: \[4\] is out of range — expected a non-empty list of levels among 1..3"):
         from_dict({"pruning": {**base["pruning"], "levels_of": {"high": [4]}}})
     chosen = from_dict({"pruning": {**base["pruning"], "levels_of": {"high": [1]}}})
     assert chosen.hash == from_dict(base).hash  # a selection, not a result: same store

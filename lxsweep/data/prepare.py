@@ -145,14 +145,14 @@ def _check_arguments(splits: Mapping[str, Any], feature_tsvs: Sequence[Any], ans
 
 def _check_out_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
-        raise VQAStoreError(f"{out}: exists and is not a directory")
+        raise VQAStoreError(f"{out}: exists and is not a directory — choose a new or empty directory for --out")
     if not out.is_dir():
         return
     if (out / MANIFEST_FILE).exists():
         if not overwrite:
-            raise VQAStoreError(f"{out}: already holds a prepared store; choose another directory or pass --overwrite")
+            raise VQAStoreError(f"{out}: already holds a prepared store — choose another directory or pass --overwrite")
     elif any(out.iterdir()):
-        raise VQAStoreError(f"{out}: exists, is not empty and is not a VQA store; choose an empty or new directory")
+        raise VQAStoreError(f"{out}: exists, is not empty and is not a VQA store — choose an empty or new directory")
 
 
 def _swap_in(build: Path, out: Path) -> None:

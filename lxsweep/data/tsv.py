@@ -106,9 +106,9 @@ def _parse_int(name: str, text: str) -> int:
 
 def _decode_array(img_id: str, name: str, text: str, dtype: str, num_boxes: int, per_box: int | None) -> np.ndarray:
     try:
-        raw = base64.b64decode(text)
+        raw = base64.b64decode(text, validate=True)  # else characters outside base64 are dropped silently
     except (binascii.Error, ValueError) as exc:
-        raise ValueError(f"image {img_id}: {name} is not valid base64 ({exc})") from None
+        raise ValueError(f"image {img_id}: {name} is not valid base64 ({exc}) — regenerate the TSV row") from None
     itemsize = np.dtype(dtype).itemsize
     if per_box is None:  # features: the width is whatever the detector produced
         if len(raw) == 0 or len(raw) % (itemsize * num_boxes):
@@ -136,23 +136,34 @@ def read_tsv_fields(path: str | Path) -> Iterator[tuple[int, list[str]]]:
     path = Path(path)
     _raise_csv_field_limit()
     try:
-        handle = open(path, newline="", encoding="utf-8")
+        handle = open(path, "rb")
     except OSError as exc:
-        raise VQAInputError(f"{path}: cannot open feature TSV ({exc.strerror or exc})") from None
+        raise VQAInputError(f"{path}: cannot open feature TSV ({exc.strerror or exc}) — check the --features path") from None
+
+    def lines() -> Iterator[str]:
+        # Decoded line by line, so a bad byte is reported at its own line (a text-mode file decodes
+        # ahead in chunks, and csv's line count then names an earlier line).
+        for number, raw in enumerate(handle, start=1):
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise VQAInputError(f"{path}, line {number}: byte {raw[exc.start]:#04x} at column {exc.start + 1} is "
+                                    f"not UTF-8 text — the file is corrupt; regenerate or re-download it") from None
+
     with handle:
-        reader = csv.reader(handle, delimiter="\t")
+        reader = csv.reader(lines(), delimiter="\t")
         while True:
             try:
                 fields = next(reader)
             except StopIteration:
                 return
             except (csv.Error, UnicodeDecodeError) as exc:
-                raise VQAInputError(f"{path}, line {reader.line_num}: not a readable TSV row ({exc})") from None
+                raise VQAInputError(f"{path}, line {reader.line_num}: not a readable TSV row ({exc}) — regenerate the file") from None
             if not fields:
                 continue
             if len(fields) != len(FIELDNAMES):
                 raise VQAInputError(f"{path}, line {reader.line_num}: {len(fields)} tab-separated fields, expected "
-                                    f"{len(FIELDNAMES)} ({', '.join(FIELDNAMES)})")
+                                    f"{len(FIELDNAMES)} ({', '.join(FIELDNAMES)}) — is this an LXMERT feature TSV?")
             yield reader.line_num, fields
 
 

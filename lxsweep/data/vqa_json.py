@@ -98,7 +98,7 @@ def read_vqa_split(questions_json: str | Path, annotations_json: str | Path | No
         if not isinstance(answers, list) or not answers or not all(isinstance(a, dict) and isinstance(a.get("answer"), str) for a in answers):
             raise VQAInputError(f"{where}: 'answers' must be a non-empty list of {{\"answer\": str, ...}} objects")
         if ann["question_id"] in by_id:
-            raise VQAInputError(f"{where}: question_id {ann['question_id']} is annotated twice")
+            raise VQAInputError(f"{where}: question_id {ann['question_id']} is annotated twice — keep one annotation per question")
         by_id[ann["question_id"]] = ann
     records: list[dict[str, Any]] = []
     seen: set[int] = set()
@@ -125,10 +125,10 @@ def read_vqa_split(questions_json: str | Path, annotations_json: str | Path | No
     orphans = [qid for qid in by_id if qid not in seen]
     if orphans:
         raise VQAInputError(f"{apath}: {len(orphans)} annotations are for questions not in {qpath} "
-                            f"(e.g. question_id {_first(orphans)}); are these two files of the same split?")
+                            f"(e.g. question_id {_first(orphans)}) — are these two files of the same split?")
     if unannotated:
         raise VQAInputError(f"{qpath}: {len(unannotated)} questions have no annotation in {apath} "
-                            f"(e.g. question_id {_first(unannotated)}); are these two files of the same split?")
+                            f"(e.g. question_id {_first(unannotated)}) — are these two files of the same split?")
     return records
 
 

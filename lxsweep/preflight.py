@@ -1,0 +1,141 @@
+"""Checks of the environment an experiment needs, run before any work starts.
+
+``launch`` runs them before Ray starts, ``trial`` before training, ``plan``
+without starting anything. The experiment file itself is validated in
+:mod:`lxsweep.config`; here are the things only this machine can answer:
+the storage is writable, the model directory holds a model, the prepared
+VQA store has the splits. Each failure is one :class:`ConfigError` line.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from lxsweep.config import ConfigError, Experiment
+
+
+def preflight(exp: Experiment) -> list[str]:
+    """Run every check; returns one line per check passed, raises :class:`ConfigError` at the first failure."""
+    return [check_storage(exp), check_model(exp), check_data(exp), check_schedule(exp)]
+
+
+def check_storage(exp: Experiment) -> str:
+    """A probe file is written into ``storage`` and deleted again."""
+    from lxsweep.store import is_uri
+
+    where, storage = exp.source, exp.storage
+    if is_uri(storage):
+        return _check_remote_storage(exp)
+    root = Path(storage.removeprefix("file://")).expanduser()
+    for parent in (root, *root.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{where}: storage: {parent} is a file, not a directory — point storage at a directory")
+            break
+    probe = root / f".lxsweep-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"probe")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{where}: storage: cannot write to {root} ({exc.strerror or exc}) — choose a writable "
+                          f"directory or fix its permissions") from None
+    return f"storage {root}: writable"
+
+
+def _check_remote_storage(exp: Experiment) -> str:
+    import pyarrow.fs as pafs
+
+    where, storage = exp.source, exp.storage.rstrip("/")
+    try:
+        if storage.startswith("s3://"):
+            fs = pafs.S3FileSystem(connect_timeout=3, request_timeout=3,
+                                   endpoint_override=os.environ.get("AWS_ENDPOINT_URL"),
+                                   retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=1))
+            base = storage[len("s3://"):]
+        else:
+            fs, base = pafs.FileSystem.from_uri(storage)
+        probe = f"{base}/.lxsweep-probe-{uuid.uuid4().hex[:8]}"
+        with fs.open_output_stream(probe) as f:
+            f.write(b"probe")
+        fs.delete_file(probe)
+    except Exception as exc:  # pyarrow raises OSError/ArrowException with the service's text
+        text = " ".join(str(exc).split())[:200]
+        raise ConfigError(f"{where}: storage: cannot write to {storage} ({text}) — check the credentials "
+                          f"(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), that the bucket exists, and AWS_ENDPOINT_URL") from None
+    return f"storage {storage}: writable"
+
+
+def check_model(exp: Experiment) -> str:
+    """``model.pretrained`` loads its config (a hub name only from the local cache when HF_HUB_OFFLINE is set)."""
+    where, name = exp.source, exp.model.pretrained
+    if name is None:
+        return "model: a tiny LXMERT pretrained from model.config"
+    local = Path(name).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise ConfigError(f"{where}: model.pretrained: {name} holds no config.json, so no model — point it at a "
+                              f"directory written by save_pretrained (or a hub name)")
+        if not any(local.glob("*.safetensors")) and not any(local.glob("*.bin")):
+            raise ConfigError(f"{where}: model.pretrained: {name} holds no weights (*.safetensors or *.bin) — point "
+                              f"it at a directory written by save_pretrained")
+    from transformers import LxmertConfig
+
+    try:
+        LxmertConfig.from_pretrained(name, local_files_only=not local.is_dir() and bool(os.environ.get("HF_HUB_OFFLINE")))
+    except Exception as exc:  # transformers raises OSError/ValueError with its own text
+        text = " ".join(str(exc).split())[:160]
+        raise ConfigError(f"{where}: model.pretrained: cannot load the config of {name!r} ({text}) — check the "
+                          f"name and the network, or download it and point model.pretrained at the directory") from None
+    return f"model {name}: config loads"
+
+
+def check_data(exp: Experiment) -> str:
+    """The prepared VQA store has ``data.train_split`` and ``data.valid_split``."""
+    from lxsweep.data import VQAStoreError
+    from lxsweep.data.prepared import read_manifest
+
+    if exp.data.source != "vqa":
+        return "data: the synthetic task (made in the store when first needed)"
+    try:
+        manifest = read_manifest(exp.data.path)
+    except VQAStoreError as exc:
+        raise ConfigError(f"{exp.source}: data.path: {exc}") from None
+    for key in ("train_split", "valid_split"):
+        split = getattr(exp.data, key)
+        if split not in manifest["splits"]:
+            raise ConfigError(f"{exp.source}: data.{key}: {exp.data.path} has no split {split!r} — use one of "
+                              f"{', '.join(sorted(manifest['splits']))} or prepare it with `lxsweep prepare-vqa`")
+    return f"data {exp.data.path}: splits {exp.data.train_split}, {exp.data.valid_split} present"
+
+
+def check_schedule(exp: Experiment) -> str:
+    """Every level removes more weights than the one before and keeps at least one, counted on the real model.
+
+    The model is built on the meta device (shapes only, no memory), from ``model.pretrained``'s config or
+    ``model.config``; the counts use the one rounding rule of every mask (``pruning.removed_count``).
+    """
+    import torch
+    from transformers import LxmertConfig, LxmertForQuestionAnswering
+
+    from lxsweep.pruning import prunable_names, removed_count
+
+    if exp.model.pretrained is not None:
+        cfg = LxmertConfig.from_pretrained(exp.model.pretrained)
+    else:
+        cfg = LxmertConfig(**{"visual_pos_dim": 4, **exp.model.config})
+    with torch.device("meta"):
+        model = LxmertForQuestionAnswering(cfg)
+    params = dict(model.named_parameters())
+    total = sum(params[n].numel() for n in prunable_names(params, exp.pruning.scope))
+    previous = 0
+    for level in range(1, exp.num_levels + 1):
+        removed = removed_count(exp.sparsity(level), total)
+        if removed >= total or removed <= previous:
+            what = "removes every one" if removed >= total else f"removes no more than level {level - 1}"
+            key = "pruning.sparsities" if exp.pruning.sparsities is not None else "pruning.levels"
+            raise ConfigError(f"{exp.source}: {key}: level {level} (sparsity {exp.sparsity(level):.6f}) {what} of the "
+                              f"{total} prunable weights — use fewer levels (at most {level - 1})")
+        previous = removed
+    return f"schedule: {exp.num_levels} levels over {total} prunable weights, each removing more"
