@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,14 @@ def s3():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_wandb_service():
+    """Each test module gets its own wandb service: wandb publishes the service it starts in this process as
+    ``WANDB_SERVICE``, which every ``lxsweep`` subprocess would inherit and share, so a run id left open by one
+    module's in-process trials ("run ID ... is in use") would break the next module's sweep."""
+    yield
+    if "wandb" in sys.modules:
+        sys.modules["wandb"].teardown()
+    os.environ.pop("WANDB_SERVICE", None)

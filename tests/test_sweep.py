@@ -9,7 +9,6 @@ import csv
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,6 @@ from lxsweep import pruning
 from lxsweep.config import load_experiment
 from lxsweep.plan import Plan, TrialKey
 from lxsweep.store import Store, mask_path
-from processes import kill_tagged, tagged_env
 
 pytestmark = pytest.mark.slow
 SMOKE = ROOT / "experiments" / "smoke.yaml"
@@ -234,30 +232,6 @@ def test_worker_crash_resumes_and_a_trial_failing_for_good_skips_its_descendants
     epochs = [h["epoch"] for s in segments for h in s["history"] if "accuracy" in h]
     assert len(epochs) == len(set(epochs)) and max(epochs) == 2
     assert [h["epoch"] for h in segments[-1]["history"] if "accuracy" in h] == [2]
-
-
-def test_sigkill_then_resume_runs_no_trial_twice(tmp_path):
-    args = [sys.executable, "-m", "lxsweep.cli", "launch", str(SMOKE), "--quiet"]
-    for s in (*BASE, f"storage={tmp_path}", "tracking.backend=none"):
-        args += ["--set", s]
-    store = Store.for_experiment(experiment(tmp_path, "tracking.backend=none"))
-    env, tag = tagged_env(_env())
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.time() + 400
-    while time.time() < deadline and sum(store.exists(f"trials/{n}/metrics.json") for n in store.listdir("trials")) < 2:
-        time.sleep(1)
-    kill_tagged(tag)  # the launch and its local Ray, by pid; no other Ray on the machine (`ray stop --force` would)
-    proc.wait()
-    done_before = {n for n in store.listdir("trials") if store.exists(f"trials/{n}/metrics.json")}
-    assert len(done_before) >= 2
-    resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True, env=_env(), timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    for n in store.listdir("trials"):
-        assert store.exists(f"trials/{n}/metrics.json"), n
-        fresh = [a for a in store.listdir(f"trials/{n}/attempts") if not store.read_json(f"trials/{n}/attempts/{a}")["resumed"]]
-        if n in done_before:
-            assert len(store.listdir(f"trials/{n}/attempts")) == 1, n  # finished before the kill: never re-run
-        assert len(fresh) >= 1
 
 
 def test_two_workers_ddp_match_one_worker(sweep, tmp_path):
