@@ -98,11 +98,26 @@ def _artifact(exp: Experiment, store: Store, a: TrialArtifact, tmp: str):
     return artifact
 
 
+def _settled(run_dir: Path, timeout: float = 10.0) -> None:
+    """Wait until the files under ``run_dir`` stop growing: wandb's service process may still be writing the
+    run file when ``finish()`` returns, and a copy taken then can lack the run's records."""
+    import time
+
+    last, deadline = None, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        size = sum(f.stat().st_size for f in run_dir.rglob("*") if f.is_file())
+        if size == last:
+            return
+        last = size
+        time.sleep(0.3)
+
+
 def _finish(run, store: Store, **kwargs) -> None:
     """Finish ``run``; on an object-store store, copy its run directory into ``<store>/wandb/`` (same layout)."""
     run_dir = Path(run.dir).parent  # <local wandb dir>/wandb/offline-run-<time>-<id>/files -> its run directory
     run.finish(**kwargs)
     if store.uri and run_dir.is_dir():
+        _settled(run_dir)
         rel = run_dir.relative_to(local_dir(store, "wandb")).as_posix()
         store.upload_dir(run_dir, f"{tracker_dir('wandb')}/{rel}")
 
