@@ -54,8 +54,8 @@ def test_trials_status_report_and_reproduction_on_s3(s3, capsys, tmp_path):
         local = tmp_path / files[0]
         local.write_bytes(store.read_bytes(f"wandb/wandb/{d}/{files[0]}"))
         info = run_info(local)
-        assert info.get("id", "").startswith(f"{store.root.rstrip('/').split('/')[-1]}-"), (d, info.get("id"))
-        runs[info["id"].split("-", 2)[-1]] = info  # run id: <name>-<hash>-<trial>
+        assert info.get("id", "").startswith(f"{name}-"), (d, info.get("id"))  # run id: <store name>-<trial>
+        runs[info["id"].removeprefix(f"{name}-")] = info
     assert set(runs) == {"dense-L0-s0", "low-L1-s0"}
     assert runs["low-L1-s0"]["history"][-1]["accuracy"] == pytest.approx(low["accuracy"])
     # `trial` on a finished trial reproduces it from the S3 store, into its own area, and matches.
