@@ -684,5 +684,5 @@ def _load_rewind_weights(exp: Experiment, key: TrialKey, store: Store, model: to
 
     rel = rewind_path(key.seed, exp.rewind.step)
     if not store.exists(rel):
-        raise FileNotFoundError(f"trial {key.name} rewinds to {rel} in {store.root}; run {TrialKey(0, DENSE, key.seed)} first")
+        raise FileNotFoundError(f"trial {key.name} rewinds to {rel} in {store.root} — run {TrialKey(0, DENSE, key.seed)} first")
     model.load_state_dict(load(store.read_bytes(rel)))
