@@ -1,5 +1,6 @@
 """A criterion and a tracker registered from modules outside the package: trial, status, report (their real
-Ray sweep, on a two-node cluster, is tests/test_sweep.py::test_multi_node_cluster_shares_the_store_and_runs_plugins).
+Ray sweep, DDP on a two-node cluster, is
+tests/test_sweep.py::test_ddp_across_two_nodes_shares_the_store_runs_plugins_and_matches_one_worker).
 
 ``tests/toy_criterion.py`` registers the ``toy`` criterion and
 ``tests/toy_tracker.py`` the ``toy`` tracker; the experiment names both under
