@@ -70,7 +70,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
         hooks = [Tracking(exp, k, store, rerun=k.name in finished), ProgressBar()]
         metrics = run_trial(exp, k, store, hooks=hooks, log=log_line)
         _print_result(metrics)
-    dense = dense_key(key.seed)
+    dense = dense_key(key.seed, exp)
     if store.exists(metrics_path(dense.name)):
         dense_acc = read_metrics(store, dense.name)["accuracy"]
         base = experiment_baselines(exp, store)
