@@ -165,7 +165,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from lxsweep.report import write_report
 
-    paths = write_report(_store_from_arg(args.target, args.overrides))
+    # An experiment file's own pruning.nominal (a selection: it may differ from the store's record) is read off.
+    is_file = args.target.endswith((".yaml", ".yml"))
+    nominal = (load_experiment(args.target, args.overrides, check=False).pruning.nominal or None) if is_file else None
+    paths = write_report(_store_from_arg(args.target, args.overrides), nominal)
     for p in paths:
         print(p)
     return 0

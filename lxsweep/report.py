@@ -591,8 +591,11 @@ def report_nominal(store: Store) -> list[float]:
         return []
 
 
-def write_report(store: Store) -> list[str]:
-    """Write the report files (:data:`REPORT_FILES`) into ``<store>/report``; returns their paths."""
+def write_report(store: Store, nominal: Optional[list[float]] = None) -> list[str]:
+    """Write the report files (:data:`REPORT_FILES`) into ``<store>/report``; returns their paths.
+
+    ``nominal``: the sparsities to read off (default: the store's recorded ``pruning.nominal``).
+    """
     import tempfile
 
     rows = load_rows(store, with_history=True)
@@ -603,7 +606,8 @@ def write_report(store: Store) -> list[str]:
     sparsity = load_group_sparsity(store, rows)
     csv_name, md_name, png_name, curves_name, where_name = REPORT_FILES
     store.write_bytes(report_path(csv_name), to_csv(rows).encode())
-    store.write_bytes(report_path(md_name), to_markdown(rows, title, baselines, sparsity, report_nominal(store)).encode())
+    store.write_bytes(report_path(md_name), to_markdown(rows, title, baselines, sparsity,
+                                                          report_nominal(store) if nominal is None else nominal).encode())
     written = [csv_name, md_name]
     with tempfile.TemporaryDirectory() as tmp:
         figures = [(png_name, lambda p: plot(rows, p, f"{title}: accuracy vs sparsity (mean, band ±1 std over seeds)", baselines)),

@@ -11,8 +11,8 @@ from lxsweep import pruning
 from lxsweep.cli import main
 from lxsweep.config import ConfigError, from_dict, load_experiment
 from lxsweep.plan import Plan, TrialKey, child_masks, mask_source, parent, validate_key
-from lxsweep.report import load_rows, nominal_table, to_markdown
-from lxsweep.store import Store, mask_path, weights_path
+from lxsweep.report import load_rows, nominal_table, report_nominal, to_markdown
+from lxsweep.store import Store, mask_path, metrics_path, weights_path, write_experiment
 from lxsweep.train import run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,6 +75,18 @@ def test_a_follower_is_read_off_at_the_level_of_the_mask_it_follows():
     got = {r["subnetwork"]: (r["level"], r["sparsity"]) for r in nominal_table(rows, [0.2])}
     assert got == {"low": (2, 0.21), "code_high": (2, 0.79)}  # code_high's own 79% is not what places it
     assert "| 20 | code_high | 2 | 21.0 | 79.0 |" in to_markdown(rows, "t", nominal=[0.2])
+
+
+def test_the_report_reads_off_the_stores_recorded_nominal_points(tmp_path):
+    store = Store(str(tmp_path / "store"))
+    write_experiment(store, from_dict({"pruning": {"levels": 3, "nominal": [0.2, 0.5]}}))
+    assert report_nominal(store) == [0.2, 0.5]
+    for level, s in ((1, 0.3), (2, 0.51)):
+        store.write_json(metrics_path(f"low-L{level}-s0"), {"trial": f"low-L{level}-s0", "subnetwork": "low",
+                                                            "level": level, "seed": 0, "accuracy": 0.5, "sparsity": s,
+                                                            "started_at": 1.0, "duration_s": 1.0})
+    md = to_markdown(load_rows(store), "t", nominal=report_nominal(store))  # what write_report reads off
+    assert "| 20 | low | 1 | 30.0 |" in md and "| 50 | low | 2 | 51.0 |" in md
 
 
 # -- (b) code_high, (c) code_random, layer_random --------------------------------------------------
