@@ -40,7 +40,10 @@ MAX_KIND_PANELS = 8  # real VQA has 65 question types: too many panels; their nu
 BASELINE_STYLE = {"blind": (":", "blind (question only)"), "majority": ("-.", "majority answer")}
 # Pairs whose difference the report tests against seed noise, at every level both have.
 COMPARISONS = (("low", DENSE), ("low", "random"), ("high", "random"), ("low", "high"), ("random", DENSE),
-               ("reinit", "low"))
+               ("reinit", "low"),
+               # the replay of the paper's code (docs/PAPER_CODE.md) and the layer-matched control
+               ("code_high", "code_random"), ("low", "code_random"), ("low", "code_high"),
+               ("low", "layer_random"), ("layer_random", "random"))
 GROUPS = ("language", "vision", "cross", "pooler")
 
 
