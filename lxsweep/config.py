@@ -210,6 +210,16 @@ class Experiment:
         chosen = self.pruning.levels_of.get(name)
         return list(chosen) if chosen is not None else list(subnetworks.levels(name, self.num_levels))
 
+    def nominal_levels(self) -> list[Optional[int]]:
+        """Per ``pruning.nominal`` point, the first level whose target sparsity reaches it (None: none does).
+
+        What a plan can know before anything runs; the report reads the points off the *achieved* sparsities
+        (``lxsweep/report.py::nominal_table``), which under ``schedule: stepwise`` lie a little above the
+        targets, so it picks the same level or an earlier one.
+        """
+        levels = range(1, self.num_levels + 1)
+        return [next((k for k in levels if self.sparsity(k) >= x - 1e-9), None) for x in self.pruning.nominal]
+
     def dense_seed(self, seed: int) -> int:
         """The seed of the dense trial a trial of ``seed`` starts from (``rewind.dense_seed`` or its own)."""
         return seed if self.rewind.dense_seed is None else self.rewind.dense_seed

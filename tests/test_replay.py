@@ -46,6 +46,8 @@ def test_one_step_removes_round_rate_n_plus_one_per_tensor_ties_included():
     two = pruning.stepwise_mask(w, mask, steps=1, rate=0.1)
     assert (~two["a"]).view(-1).nonzero().view(-1).tolist() == [0, 1, 2, 3, 4, 5]
     assert pruning.stepwise_mask(w, pruning.full_mask(w), steps=2, rate=0.1)["a"].equal(two["a"])
+    high = pruning.stepwise_mask(w, pruning.full_mask(w), steps=1, rate=0.1, kind="high")
+    assert (~high["a"]).view(-1).nonzero().view(-1).tolist() == [17, 18, 19]  # mirrored: the largest
 
 
 def test_stepwise_levels_read_off_the_papers_nominal_points(weights):
@@ -254,6 +256,7 @@ def test_paper_code_experiment_turns_every_deviation_on():
     assert p.subnetworks == ["low", "code_high", "code_random"] and exp.seeds == [0, 1, 2]
     assert p.nominal == pytest.approx([0.1 * k for k in range(1, 10)])
     assert exp.model.pretrained == "unc-nlp/lxmert-base-uncased" and exp.data.source == "vqa"
+    assert exp.nominal_levels() == [1, 3, 4, 5, 7, 9, 12, 16, 22] == p.levels_of["low"] == p.levels_of["code_high"]
     plan = Plan(exp)
     assert [k.name for k in plan.trials if k.level == 0] == ["dense-L0-s0"]
     assert plan.critical_path == 2 and plan.fine_tunes == 1 + 3 * 3 * 9  # 9 nominal points, 3 subnetworks, 3 seeds
