@@ -205,17 +205,20 @@ def write_child_masks(exp: Experiment, key: TrialKey, store: Store, model: torch
         return []
     weights = {n: p.detach() for n, p in pruning.prunable_parameters(model, exp.pruning.scope).items()}
     current = mask if mask is not None else pruning.full_mask(weights)
-    made: dict[TrialKey, pruning.Mask] = {}  # chain masks, for the criteria that follow them
-    last: dict[tuple[int, str], tuple[pruning.Mask, int]] = {}  # stepwise: each chain goes on from its last level
+    # Each chain's latest mask (one per chain and seed held, not every level's: LXMERT-base's is 180 MB as bools):
+    # the criteria that follow it are made from it, and under stepwise its next level goes on from it.
+    last: dict[tuple[int, str], tuple[pruning.Mask, int]] = {}
+    stepwise = exp.pruning.schedule == "stepwise"
     written = []
     for child in children:  # plan.child_masks: per chain in level order, each mask before its followers
         follows = subnetworks.criterion(child.subnetwork).follows
         if follows is not None:
-            child_mask = _child_mask(exp, child, weights, current, followed=made[TrialKey(child.level, follows, child.seed)])
+            followed, level = last[(child.seed, follows)]
+            assert level == child.level, "plan.child_masks lists a follower before its chain's mask of that level"
+            child_mask = _child_mask(exp, child, weights, current, followed=followed)
         else:
-            stepwise = exp.pruning.schedule == "stepwise"
             base, base_level = last.get((child.seed, child.subnetwork), (current, 0)) if stepwise else (current, 0)
-            child_mask = made[child] = _child_mask(exp, child, weights, base, current_level=base_level)
+            child_mask = _child_mask(exp, child, weights, base, current_level=base_level)
             last[(child.seed, child.subnetwork)] = (child_mask, child.level)
         _save_mask(store, child.name, child_mask, {"trial": child.name, "kind": child.subnetwork, "from": key.name})
         written.append(child.name)
