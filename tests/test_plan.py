@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -91,6 +92,23 @@ def test_plan_command_json(smoke_file):
     assert s["fine_tunes"] == 10 and s["critical_path"] == 4 and s["naive_fine_tunes"] == 22
     assert s["gpu_hours"] == 5.0 and s["wall_hours"] == 2.5
     assert s["trials"][0]["trial"] == "dense-L0-s0"
+
+
+def test_plan_states_the_basis_of_its_gpu_hours(capsys, smoke_file):
+    from lxsweep.cli import main
+
+    paper = Path(__file__).resolve().parents[1] / "experiments" / "paper.yaml"
+    assert main(["plan", str(paper), "--json", "--no-checks"]) == 0  # the paper's data and table live on the cluster
+    s = json.loads(capsys.readouterr().out)
+    assert s["levels"][-1]["sparsity"] >= 0.9 and s["fine_tune_basis"].startswith("estimate: ")
+    assert s["gpu_hours"] == round(s["fine_tunes"] * s["fine_tune_hours"], 2)
+    assert main(["plan", str(paper), "--no-checks"]) == 0
+    assert f"\n  basis: {s['fine_tune_basis']}\n" in capsys.readouterr().out
+    # Hours nobody explained are priced, and said to be unexplained.
+    assert main(["plan", str(smoke_file), "--no-checks", "--set", "resources.fine_tune_hours=0.5"]) == 0
+    assert "\n  basis: not stated — say in resources.fine_tune_basis" in capsys.readouterr().out
+    assert main(["plan", str(smoke_file), "--no-checks", "--json", "--set", "resources.fine_tune_hours=0.5"]) == 0
+    assert json.loads(capsys.readouterr().out)["fine_tune_basis"] is None
 
 
 def test_scratch_is_a_level_0_control_with_no_parent():
