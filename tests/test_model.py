@@ -73,9 +73,14 @@ def test_answer_head_starts_from_the_pretraining_qa_head(pretraining_dir):
     assert torch.count_nonzero(seeded.answer_head.logit_fc[3].bias) == 0
 
 
-def test_a_table_that_does_not_fit_the_checkpoint_is_refused(pretraining_dir):
+def test_a_table_that_does_not_fit_the_checkpoint_is_refused(pretraining_dir, tmp_path):
     with pytest.raises(lxmodel.AnswerTableError, match="lists 5 answers but the checkpoint's answer head has 6 rows"):
         lxmodel.load_model(str(pretraining_dir), len(ANSWERS), 0, answer_table=TABLE[:5], answers=ANSWERS)
+    headless = LxmertForPreTraining.from_pretrained(pretraining_dir, task_qa=False)  # pretrained without QA
+    assert not any(n.startswith("answer_head.") for n in headless.state_dict())
+    headless.save_pretrained(tmp_path / "headless")
+    with pytest.raises(lxmodel.AnswerTableError, match="carries no pretrained answer head"):
+        lxmodel.load_model(str(tmp_path / "headless"), len(ANSWERS), 0, answer_table=TABLE, answers=ANSWERS)
 
 
 BAD_TABLES = [
