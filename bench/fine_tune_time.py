@@ -152,11 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         fwd, both = count_flops(cfg, shape, rt)
         total = epochs * train_q * both + epochs * valid_q * fwd
         seconds = total / (args.mfu * args.peak_tflops * 1e12)
-        print(f"per question: forward {fwd / 1e9:.2f} GFLOP, forward+backward {both / 1e9:.2f} GFLOP (FlopCounterMode)")
+        print(f"per question: forward {fwd / 1e9:.4g} GFLOP, forward+backward {both / 1e9:.4g} GFLOP (FlopCounterMode)")
         print(f"fine-tune: {work} = {total:.3g} FLOP")
         print(f"at {args.mfu:.0%} of {args.peak_tflops:g} TFLOP/s: {seconds / 3600:.2f} h")
-        basis = (f"estimate: {total:.2g} FLOP ({epochs} x {train_q:,} training questions x {both / 1e9:.1f} GFLOP "
-                 f"forward+backward + {epochs} x {valid_q:,} validation questions x {fwd / 1e9:.1f} GFLOP forward, "
+        basis = (f"estimate: {total:.2g} FLOP ({epochs} x {train_q:,} training questions x {both / 1e9:.3g} GFLOP "
+                 f"forward+backward + {epochs} x {valid_q:,} validation questions x {fwd / 1e9:.3g} GFLOP forward, "
                  f"counted by bench/fine_tune_time.py --count) at an assumed {args.mfu:.0%} MFU of "
                  f"{args.peak_tflops:g} TFLOP/s; loader and start-up not included")
     else:

@@ -111,6 +111,29 @@ def test_plan_states_the_basis_of_its_gpu_hours(capsys, smoke_file):
     assert json.loads(capsys.readouterr().out)["fine_tune_basis"] is None
 
 
+def test_the_fine_tune_time_bench_prints_lines_plan_reads(capsys, smoke_file):
+    """bench/fine_tune_time.py's two ways (count, time) end in a `resources:` block to paste: it must load and price."""
+    import yaml
+
+    from lxsweep.config import load_experiment
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import fine_tune_time
+
+    ways = {"estimate: ": (["--count"], "4 x 640 training questions"),
+            "measured: ": (["--steps", "2"], "4 epochs x 640 questions (batch 64: 40 steps)")}
+    for kind, (how, work) in ways.items():
+        assert fine_tune_time.main([str(smoke_file), *how, "--questions", "640", "--valid-questions", "100"]) == 0
+        out = capsys.readouterr().out
+        resources = yaml.safe_load(out[out.index("\nresources:\n"):])["resources"]
+        assert resources["fine_tune_basis"].startswith(kind) and work in resources["fine_tune_basis"]
+        assert resources["fine_tune_hours"] > 0
+        exp = load_experiment(smoke_file, [f"resources.{k}={json.dumps(v)}" for k, v in resources.items()])
+        summary = Plan(exp).summary()
+        assert summary["fine_tune_basis"] == resources["fine_tune_basis"]
+        assert summary["gpu_hours"] == round(summary["fine_tunes"] * resources["fine_tune_hours"], 2)
+
+
 def test_scratch_is_a_level_0_control_with_no_parent():
     exp = from_dict({"pruning": {"levels": 2, "subnetworks": ["low", "scratch"]}})
     plan = Plan(exp)
