@@ -109,6 +109,16 @@ def test_a_bad_answer_table_is_one_line_before_any_work(tmp_path, capsys, pretra
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # no store made
 
 
+def test_a_good_answer_table_passes_the_checks(tmp_path, capsys, pretraining_dir):
+    write_table(tmp_path / "all_ans.json", TABLE)
+    exp_file = tmp_path / "exp.yaml"
+    exp_file.write_text(f"name: head\nstorage: {tmp_path / 'runs'}\nmodel:\n  pretrained: {pretraining_dir}\n"
+                        f"  answer_table: all_ans.json\ntracking:\n  backend: none\n")
+    assert main(["plan", str(exp_file)]) == 0
+    assert (f"checked: answer table {tmp_path / 'all_ans.json'}: 6 answers, one per row of {pretraining_dir}'s "
+            f"answer head") in capsys.readouterr().out
+
+
 def test_every_trial_starts_its_head_from_the_table(tmp_path, smoke_file, tiny_overrides):
     """Wired into the trial: the embedded rewind point's QA head, its rows permuted by the table, for dense and a
     pruned trial alike."""
