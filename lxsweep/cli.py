@@ -134,6 +134,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         if "wall_hours" in s:
             line += f"; wall time ~{s['wall_hours']} h"
         print(line)
+        print("  basis: " + (s["fine_tune_basis"] or "not stated — say in resources.fine_tune_basis whether the hours "
+                             "were measured (device, how) or estimated (from what)"))
     else:
         print("cost: set resources.fine_tune_hours to estimate GPU-hours")
     for line in checks:

@@ -88,6 +88,9 @@ class ModelConfig:
     tokenizer: Optional[str] = None  # defaults to `pretrained`
     config: dict = field(default_factory=dict)  # LxmertConfig kwargs when pretrained is None
     pretraining: PretrainingConfig = field(default_factory=PretrainingConfig)
+    # The pretraining QA head's answers in row order (LXMERT's data/lxmert/all_ans.json): the answer head then
+    # starts from the checkpoint's as LXMERT's load_lxmert_qa does (lxsweep/model.py); None = seeded random head.
+    answer_table: Optional[str] = None
 
 
 @dataclass
@@ -161,6 +164,8 @@ class ResourcesConfig:
     max_concurrent_trials: Optional[int] = None  # None = as many as the cluster fits
     max_failures: int = 2  # worker-group restarts per trial before it fails for good
     fine_tune_hours: Optional[float] = None  # GPU-hours per fine-tune, for `lxsweep plan`
+    # Where fine_tune_hours comes from: "measured: ..." (device, how) or "estimate: ..." (its basis); plan prints it.
+    fine_tune_basis: Optional[str] = None
     # Let trials whose resolved precision or device type differ share one store (warns loudly);
     # without it such a trial is refused (see lxsweep/facts.py).
     allow_mixed: bool = False
@@ -369,16 +374,17 @@ def parse_yaml(text: str, where: str) -> Any:
 def resolve_model_dirs(exp: Experiment, base: Path) -> None:
     """Make relative local model directories absolute: Ray workers run in other directories.
 
-    A relative ``model.pretrained``/``model.tokenizer`` is looked up next to the
-    experiment file first (``checkpoints/x`` in ``experiments/smoke.yaml``), then
-    in the current directory; hub names (``org/model``) are left alone.
+    A relative ``model.pretrained``/``model.tokenizer`` (a directory) or
+    ``model.answer_table`` (a file) is looked up next to the experiment file
+    first (``checkpoints/x`` in ``experiments/smoke.yaml``), then in the current
+    directory; hub names (``org/model``) are left alone.
     """
-    for key in ("pretrained", "tokenizer"):
+    for key in ("pretrained", "tokenizer", "answer_table"):
         value = getattr(exp.model, key)
         if not value or Path(value).expanduser().is_absolute():
             continue
         for candidate in (base / value, Path(value)):
-            if candidate.is_dir():
+            if candidate.is_dir() if key != "answer_table" else candidate.is_file():
                 setattr(exp.model, key, str(candidate.resolve()))
                 break
 
@@ -632,6 +638,16 @@ def _validate(exp: Experiment, where: str) -> None:
         fail("resources.max_failures", r.max_failures, "an integer >= 0")
     if r.fine_tune_hours is not None and r.fine_tune_hours <= 0:
         fail("resources.fine_tune_hours", r.fine_tune_hours, "a number > 0 or null")
+    if r.fine_tune_basis is not None:
+        if not r.fine_tune_basis.strip():
+            fail("resources.fine_tune_basis", r.fine_tune_basis, "a sentence saying how fine_tune_hours was measured or estimated, or null")
+        if r.fine_tune_hours is None:
+            raise ConfigError(f"{where}: resources.fine_tune_basis: given without resources.fine_tune_hours — set the "
+                              f"hours it explains, or drop the basis")
+    table = exp.model.answer_table
+    if table is not None and (not table.strip() or "://" in table):
+        raise ConfigError(f"{where}: model.answer_table: {table!r} is not a file path — give the path of LXMERT's "
+                          f"all_ans.json on a filesystem every node reads (local or NFS), or null for a seeded head")
     from lxsweep.tracking.registry import tracker_names  # at call time: the registry needs no config
 
     if exp.tracking.backend not in tracker_names():
@@ -709,7 +725,7 @@ def _looks_local(path: str) -> bool:
 
 
 def check_paths(exp: Experiment, base: Path | None = None) -> None:
-    """Fail early on local paths that do not exist (the data store, a local pretrained dir).
+    """Fail early on local paths that do not exist (the data store, a local pretrained dir, the answer table).
 
     Hub names (``org/model``) are left to ``from_pretrained``. Relative paths
     are taken from the current directory, like every other CLI path.
@@ -721,6 +737,10 @@ def check_paths(exp: Experiment, base: Path | None = None) -> None:
             why = "does not exist" if not store.exists() else "has no manifest.json"
             raise ConfigError(f"{where}: data.path: {exp.data.path!r} {why} — make it with "
                               f"`lxsweep prepare-vqa --out {exp.data.path} ...` or fix data.path")
+    table = exp.model.answer_table
+    if table and not Path(table).expanduser().is_file():
+        raise ConfigError(f"{where}: model.answer_table: {table!r} is not a file — give the path of LXMERT's "
+                          f"data/lxmert/all_ans.json (it ships in the airsplay/lxmert repository), or drop the key")
     for key in ("pretrained", "tokenizer"):
         value = getattr(exp.model, key)
         if value and _looks_local(value) and not Path(value).expanduser().is_dir():

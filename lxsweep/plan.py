@@ -275,6 +275,7 @@ class Plan:
         if hours:
             gpus = exp.resources.workers_per_trial * max(exp.resources.gpus_per_worker, 0.0)
             out["fine_tune_hours"] = hours
+            out["fine_tune_basis"] = exp.resources.fine_tune_basis  # None: nobody said where the hours come from
             out["gpu_hours"] = round(self.fine_tunes * hours * max(gpus, 1.0), 2)
             out["critical_path_hours"] = round(self.critical_path * hours, 2)
             if slots:

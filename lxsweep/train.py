@@ -541,12 +541,20 @@ def evaluation_metrics(split: VQASplit, rows: np.ndarray, predictions: list[str]
 # -- the trial ----------------------------------------------------------------
 
 
-def initial_model(exp: Experiment, key: TrialKey, store: Store, num_answers: int, log: Callable[[str], None] = print):
-    """(model, tokenizer, mask) at the start of a trial: the rewind point, its mask, its control's weights."""
+def initial_model(exp: Experiment, key: TrialKey, store: Store, num_answers: int, log: Callable[[str], None] = print,
+                  answers: Optional[Sequence[str]] = None):
+    """(model, tokenizer, mask) at the start of a trial: the rewind point, its mask, its control's weights.
+
+    The answer head starts seeded, or with ``model.answer_table`` from the
+    checkpoint's QA head (``answers``, the label order, is then needed) — in
+    every trial alike; a control that re-initialises (reinit, scratch) redraws it too.
+    """
     model_dir = rewind_point(exp, store, log)
     tokenizer = lxmodel.load_tokenizer(exp.model.tokenizer or model_dir)
+    table = lxmodel.read_answer_table(exp.model.answer_table) if exp.model.answer_table else None
     # The answer head's start is the rewind point's: the dense trial's seed (shared with rewind.dense_seed).
-    model = lxmodel.load_model(model_dir, num_answers, seed=trial_seed(dense_key(key.seed, exp), "answer-head"))
+    model = lxmodel.load_model(model_dir, num_answers, seed=trial_seed(dense_key(key.seed, exp), "answer-head"),
+                               answer_table=table, answers=answers, log=log)
     if exp.rewind.to == "step" and key.level > 0:
         _load_rewind_weights(exp, key, store, model)
     mask = trial_mask(exp, key, store, model)
@@ -585,7 +593,7 @@ def run_trial(
     ok = False
     try:
         data = load_dataset(exp, store)
-        model, tokenizer, mask = initial_model(exp, key, store, data.num_answers, log)
+        model, tokenizer, mask = initial_model(exp, key, store, data.num_answers, log, answers=data.answers)
         torch.manual_seed(trial_seed(key, "dropout"))
         fit = _Fit(exp, rt, model, mask, data, tokenizer, key, epochs=exp.training.epochs)
         if resume_state is not None:
