@@ -70,7 +70,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
         hooks = [Tracking(exp, k, store, rerun=k.name in finished), ProgressBar()]
         metrics = run_trial(exp, k, store, hooks=hooks, log=log_line)
         _print_result(metrics)
-    dense = dense_key(key.seed)
+    dense = dense_key(key.seed, exp)
     if store.exists(metrics_path(dense.name)):
         dense_acc = read_metrics(store, dense.name)["accuracy"]
         base = experiment_baselines(exp, store)
@@ -134,6 +134,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         if "wall_hours" in s:
             line += f"; wall time ~{s['wall_hours']} h"
         print(line)
+        print("  basis: " + (s["fine_tune_basis"] or "not stated — say in resources.fine_tune_basis whether the hours "
+                             "were measured (device, how) or estimated (from what)"))
     else:
         print("cost: set resources.fine_tune_hours to estimate GPU-hours")
     for line in checks:
@@ -165,7 +167,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from lxsweep.report import write_report
 
-    paths = write_report(_store_from_arg(args.target, args.overrides))
+    # An experiment file's own pruning.nominal (a selection: it may differ from the store's record) is read off.
+    is_file = args.target.endswith((".yaml", ".yml"))
+    nominal = (load_experiment(args.target, args.overrides, check=False).pruning.nominal or None) if is_file else None
+    paths = write_report(_store_from_arg(args.target, args.overrides), nominal)
     for p in paths:
         print(p)
     return 0

@@ -30,7 +30,10 @@ import yaml
 
 from lxsweep import subnetworks
 
-SCOPE_GROUPS = ("language", "vision", "cross", "pooler")
+DEFAULT_SCOPE = ("language", "vision", "cross", "pooler")  # lxsweep.pruning.ALL_GROUPS
+# Every scope group lxsweep.pruning.SCOPE_GROUPS defines (named here too: validation imports no torch).
+# published_code replays the paper's code's tensor scope (docs/PAPER_CODE.md row e) and stands alone.
+SCOPE_GROUPS = (*DEFAULT_SCOPE, "published_code")
 
 
 class ConfigError(ValueError):
@@ -85,6 +88,9 @@ class ModelConfig:
     tokenizer: Optional[str] = None  # defaults to `pretrained`
     config: dict = field(default_factory=dict)  # LxmertConfig kwargs when pretrained is None
     pretraining: PretrainingConfig = field(default_factory=PretrainingConfig)
+    # The pretraining QA head's answers in row order (LXMERT's data/lxmert/all_ans.json): the answer head then
+    # starts from the checkpoint's as LXMERT's load_lxmert_qa does (lxsweep/model.py); None = seeded random head.
+    answer_table: Optional[str] = None
 
 
 @dataclass
@@ -115,6 +121,10 @@ class TrainingConfig:
     # exactly zero in any of them). Selection only: the hash leaves both out.
     keep_weights: Literal["all", "tickets", "none"] = selects("all")
     weights_dtype: Literal["float16", "bfloat16", "float32"] = selects("float16")
+    # false replays the paper's code (docs/PAPER_CODE.md row d): the mask zeroes the pruned weights once at the
+    # start and is never applied again (no gradient zeroing), so AdamW and weight decay move them off zero;
+    # metrics.json's `trained_sparsity` records the zeros left after retraining.
+    enforce_mask: bool = True
 
 
 @dataclass
@@ -125,15 +135,25 @@ class PruningConfig:
     subnetworks: list[str] = selects(default_factory=lambda: list(subnetworks.DEFAULT))  # lxsweep/subnetworks.py
     # Levels to run for some subnetworks instead of all, e.g. {high: [1, 2, 3], reinit: [2, 10]}.
     levels_of: dict = selects(default_factory=dict)
-    scope: list[str] = field(default_factory=lambda: list(SCOPE_GROUPS))
+    scope: list[str] = field(default_factory=lambda: list(DEFAULT_SCOPE))
     layerwise: bool = False
-    schedule: Literal["iterative", "oneshot"] = "iterative"
+    # iterative: level k's mask from level k-1's trained weights; oneshot: from the dense fine-tune's weights,
+    # pruned to level k's sparsity at once; stepwise: from the dense fine-tune's weights by k per-tensor steps
+    # of `rate` with no retraining between them (the paper's code, docs/PAPER_CODE.md row a).
+    schedule: Literal["iterative", "oneshot", "stepwise"] = "iterative"
+    # Nominal sparsities the report reads off (e.g. the paper's 0.1..0.9): for each, the first level whose
+    # achieved sparsity is at or above it (lxsweep/report.py::nominal_table). Selection only: not hashed.
+    nominal: list[float] = selects(default_factory=list)
 
 
 @dataclass
 class RewindConfig:
     to: Literal["pretrained", "step"] = "pretrained"
     step: int = 0  # with to=step: the dense fine-tune's weights after this many steps
+    # One dense fine-tune for every seed (the paper's code, docs/PAPER_CODE.md row f): this seed's dense trial
+    # is the parent of every seed's chains and the rewind point (answer-head start) of every trial; the pruned
+    # trials keep their own seeds. None: one dense fine-tune per seed.
+    dense_seed: Optional[int] = None
 
 
 @dataclass
@@ -144,6 +164,8 @@ class ResourcesConfig:
     max_concurrent_trials: Optional[int] = None  # None = as many as the cluster fits
     max_failures: int = 2  # worker-group restarts per trial before it fails for good
     fine_tune_hours: Optional[float] = None  # GPU-hours per fine-tune, for `lxsweep plan`
+    # Where fine_tune_hours comes from: "measured: ..." (device, how) or "estimate: ..." (its basis); plan prints it.
+    fine_tune_basis: Optional[str] = None
     # Let trials whose resolved precision or device type differ share one store (warns loudly);
     # without it such a trial is refused (see lxsweep/facts.py).
     allow_mixed: bool = False
@@ -192,6 +214,25 @@ class Experiment:
         """The levels subnetwork ``name`` trains at: ``pruning.levels_of[name]`` or all of its levels."""
         chosen = self.pruning.levels_of.get(name)
         return list(chosen) if chosen is not None else list(subnetworks.levels(name, self.num_levels))
+
+    def nominal_levels(self) -> list[Optional[int]]:
+        """Per ``pruning.nominal`` point, the first level whose target sparsity reaches it (None: none does).
+
+        What a plan can know before anything runs; the report reads the points off the *achieved* sparsities
+        (``lxsweep/report.py::nominal_table``), which under ``schedule: stepwise`` lie a little above the
+        targets, so it picks the same level or an earlier one.
+        """
+        levels = range(1, self.num_levels + 1)
+        return [next((k for k in levels if self.sparsity(k) >= x - 1e-9), None) for x in self.pruning.nominal]
+
+    def dense_seed(self, seed: int) -> int:
+        """The seed of the dense trial a trial of ``seed`` starts from (``rewind.dense_seed`` or its own)."""
+        return seed if self.rewind.dense_seed is None else self.rewind.dense_seed
+
+    @property
+    def from_dense(self) -> bool:
+        """Every level's mask comes from the dense fine-tune's weights (schedule oneshot or stepwise)."""
+        return self.pruning.schedule in ("oneshot", "stepwise")
 
     @property
     def num_levels(self) -> int:
@@ -333,16 +374,17 @@ def parse_yaml(text: str, where: str) -> Any:
 def resolve_model_dirs(exp: Experiment, base: Path) -> None:
     """Make relative local model directories absolute: Ray workers run in other directories.
 
-    A relative ``model.pretrained``/``model.tokenizer`` is looked up next to the
-    experiment file first (``checkpoints/x`` in ``experiments/smoke.yaml``), then
-    in the current directory; hub names (``org/model``) are left alone.
+    A relative ``model.pretrained``/``model.tokenizer`` (a directory) or
+    ``model.answer_table`` (a file) is looked up next to the experiment file
+    first (``checkpoints/x`` in ``experiments/smoke.yaml``), then in the current
+    directory; hub names (``org/model``) are left alone.
     """
-    for key in ("pretrained", "tokenizer"):
+    for key in ("pretrained", "tokenizer", "answer_table"):
         value = getattr(exp.model, key)
         if not value or Path(value).expanduser().is_absolute():
             continue
         for candidate in (base / value, Path(value)):
-            if candidate.is_dir():
+            if candidate.is_dir() if key != "answer_table" else candidate.is_file():
                 setattr(exp.model, key, str(candidate.resolve()))
                 break
 
@@ -521,6 +563,10 @@ def _validate(exp: Experiment, where: str) -> None:
     for i, g in enumerate(p.scope):
         if g not in SCOPE_GROUPS:
             raise ConfigError(f"{where}: pruning.scope[{i}]: unknown group {g!r} — use some of {', '.join(SCOPE_GROUPS)}")
+    if "published_code" in p.scope and len(p.scope) > 1:
+        raise ConfigError(f"{where}: pruning.scope: {p.scope!r}: published_code is the paper's code's whole scope "
+                          f"(it contains every other group) — write [published_code] alone")
+    _check_replay(exp, where)
     if t.epochs < 1:
         fail("training.epochs", t.epochs, "an integer >= 1")
     if t.batch_size < 1:
@@ -592,6 +638,16 @@ def _validate(exp: Experiment, where: str) -> None:
         fail("resources.max_failures", r.max_failures, "an integer >= 0")
     if r.fine_tune_hours is not None and r.fine_tune_hours <= 0:
         fail("resources.fine_tune_hours", r.fine_tune_hours, "a number > 0 or null")
+    if r.fine_tune_basis is not None:
+        if not r.fine_tune_basis.strip():
+            fail("resources.fine_tune_basis", r.fine_tune_basis, "a sentence saying how fine_tune_hours was measured or estimated, or null")
+        if r.fine_tune_hours is None:
+            raise ConfigError(f"{where}: resources.fine_tune_basis: given without resources.fine_tune_hours — set the "
+                              f"hours it explains, or drop the basis")
+    table = exp.model.answer_table
+    if table is not None and (not table.strip() or "://" in table):
+        raise ConfigError(f"{where}: model.answer_table: {table!r} is not a file path — give the path of LXMERT's "
+                          f"all_ans.json on a filesystem every node reads (local or NFS), or null for a seeded head")
     from lxsweep.tracking.registry import tracker_names  # at call time: the registry needs no config
 
     if exp.tracking.backend not in tracker_names():
@@ -626,6 +682,32 @@ def _check_model_config(config: dict, where: str) -> None:
                               f"transformers' LxmertConfig (e.g. hidden_size, l_layers, x_layers, r_layers)")
 
 
+def _check_replay(exp: Experiment, where: str) -> None:
+    """The options that replay the paper's code (docs/PAPER_CODE.md): combinations that cannot mean anything."""
+    p, r = exp.pruning, exp.rewind
+    if p.schedule == "stepwise":
+        if p.sparsities is not None:
+            raise ConfigError(f"{where}: pruning.sparsities: schedule stepwise takes `pruning.rate` per-tensor steps "
+                              f"per level, not explicit sparsities — set pruning.sparsities: null and pruning.levels, "
+                              f"or use schedule oneshot")
+        if p.layerwise:
+            raise ConfigError(f"{where}: pruning.layerwise: schedule stepwise is always per tensor — drop "
+                              f"pruning.layerwise")
+    for i, s in enumerate(p.nominal):
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.0 < s < 1.0:
+            raise ConfigError(f"{where}: pruning.nominal[{i}]: {s!r} is out of range — expected a sparsity in (0, 1), "
+                              f"e.g. [0.1, 0.2, 0.5]")
+    if any(b <= a for a, b in zip(p.nominal, p.nominal[1:])):
+        raise ConfigError(f"{where}: pruning.nominal: {p.nominal!r} — expected strictly increasing sparsities")
+    if r.dense_seed is not None:
+        if r.dense_seed not in exp.seeds:
+            raise ConfigError(f"{where}: rewind.dense_seed: {r.dense_seed} is not in seeds {exp.seeds} — use one of "
+                              f"them (its dense trial is every seed's parent)")
+        if r.to != "pretrained":
+            raise ConfigError(f"{where}: rewind.dense_seed: needs rewind.to: pretrained (the paper's code rewinds "
+                              f"to the pretrained weights) — drop rewind.dense_seed or rewind to the pretrained weights")
+
+
 def _check_schedule(exp: Experiment, where: str) -> None:
     """``pruning.rate``/``levels`` must give distinct sparsities below 1 (exact counts need the model: preflight)."""
     previous = 0.0
@@ -643,7 +725,7 @@ def _looks_local(path: str) -> bool:
 
 
 def check_paths(exp: Experiment, base: Path | None = None) -> None:
-    """Fail early on local paths that do not exist (the data store, a local pretrained dir).
+    """Fail early on local paths that do not exist (the data store, a local pretrained dir, the answer table).
 
     Hub names (``org/model``) are left to ``from_pretrained``. Relative paths
     are taken from the current directory, like every other CLI path.
@@ -655,6 +737,10 @@ def check_paths(exp: Experiment, base: Path | None = None) -> None:
             why = "does not exist" if not store.exists() else "has no manifest.json"
             raise ConfigError(f"{where}: data.path: {exp.data.path!r} {why} — make it with "
                               f"`lxsweep prepare-vqa --out {exp.data.path} ...` or fix data.path")
+    table = exp.model.answer_table
+    if table and not Path(table).expanduser().is_file():
+        raise ConfigError(f"{where}: model.answer_table: {table!r} is not a file — give the path of LXMERT's "
+                          f"data/lxmert/all_ans.json (it ships in the airsplay/lxmert repository), or drop the key")
     for key in ("pretrained", "tokenizer"):
         value = getattr(exp.model, key)
         if value and _looks_local(value) and not Path(value).expanduser().is_dir():

@@ -179,7 +179,7 @@ def score(
         lengths["question_kinds"] = len(question_kinds)
     for name, length in lengths.items():
         if length != n:
-            raise ValueError(f"score: {name} has {length} entries but predictions has {n}; one per question expected")
+            raise ValueError(f"score: {name} has {length} entries but predictions has {n} — give one entry per question")
     if n == 0:
         raise ValueError("score: no questions to score")
 

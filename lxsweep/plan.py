@@ -3,9 +3,12 @@
 A trial is keyed ``(level, subnetwork, seed)``; level 0 is the dense model.
 What a subnetwork needs comes from its registry entry (lxsweep/subnetworks.py):
 an iterative criterion's level k takes its mask from level k-1 of its chain
-(or from the dense weights with ``schedule: oneshot``); a generated criterion
-needs nothing unless every trial rewinds to a step of the dense fine-tune; a
-control hangs off the chain whose mask it trains with, or off nothing.
+(or from the dense weights with ``schedule: oneshot`` or ``stepwise``); a
+criterion that ``follows`` one gets its mask from the same parent trial as
+the followed one's (computed right after it); a generated criterion needs
+nothing unless every trial rewinds to a step of the dense fine-tune; a
+control hangs off the chain whose mask it trains with, or off nothing. With
+``rewind.dense_seed`` every seed's chains hang off that one seed's dense trial.
 
 Pure: no Ray, no files. The sweep's searcher, ``lxsweep plan`` and
 ``lxsweep trial`` (missing ancestors) use it, and so does the scheduler benchmark.
@@ -42,8 +45,9 @@ class TrialKey:
         return self.name
 
 
-def dense_key(seed: int) -> TrialKey:
-    return TrialKey(0, DENSE, seed)
+def dense_key(seed: int, exp: Experiment | None = None) -> TrialKey:
+    """The dense trial a trial of ``seed`` starts from: its own seed's, or ``rewind.dense_seed``'s with ``exp``."""
+    return TrialKey(0, DENSE, exp.dense_seed(seed) if exp is not None else seed)
 
 
 def trial_key(exp: Experiment, level: int, subnetwork: str | None, seed: int) -> TrialKey:
@@ -68,6 +72,8 @@ def validate_key(exp: Experiment, key: TrialKey) -> None:
     if key.subnetwork == DENSE:
         if key.level != 0:
             raise ValueError(f"{DENSE} is level 0 only")
+        if key.seed != exp.dense_seed(key.seed):
+            raise ValueError(f"{DENSE} trains once, with seed {exp.rewind.dense_seed} (rewind.dense_seed)")
         return
     allowed = subnetworks.levels(key.subnetwork, exp.num_levels)  # ValueError for an unknown name
     if key.level not in allowed:
@@ -78,7 +84,7 @@ def validate_key(exp: Experiment, key: TrialKey) -> None:
 def mask_source(exp: Experiment, key: TrialKey) -> str | None:
     """Name of the stored mask this trial trains with (None: no mask, or one generated at its start)."""
     crit = subnetworks.criterion(key.subnetwork)
-    if key.level == 0 or crit is None or not crit.iterative:
+    if key.level == 0 or crit is None or crit.generated:
         return None
     return TrialKey(key.level, crit.name, key.seed).name
 
@@ -88,11 +94,11 @@ def parent(exp: Experiment, key: TrialKey) -> TrialKey | None:
     crit = subnetworks.criterion(key.subnetwork)
     if key.level == 0 or crit is None:
         return None
-    if not crit.iterative:
-        return dense_key(key.seed) if exp.rewind.to == "step" else None
-    if key.level == 1 or exp.pruning.schedule == "oneshot":
-        return dense_key(key.seed)
-    return TrialKey(key.level - 1, crit.name, key.seed)
+    if crit.generated:
+        return dense_key(key.seed, exp) if exp.rewind.to == "step" else None
+    if key.level == 1 or exp.from_dense:
+        return dense_key(key.seed, exp)
+    return TrialKey(key.level - 1, crit.chain, key.seed)
 
 
 def child_masks(exp: Experiment, key: TrialKey) -> list[TrialKey]:
@@ -100,21 +106,30 @@ def child_masks(exp: Experiment, key: TrialKey) -> list[TrialKey]:
 
     Each is named after the trial that trains with it (``low-L3-s0`` is the
     mask low level 3 uses). Dense feeds level 1 of every chain (iterative) or
-    every level (oneshot); a chain trial feeds its chain's next level, also
-    past the last planned one when the schedule defines it (a rate does, an
-    explicit ``sparsities`` list ends): the mask is small, and raising
-    ``pruning.levels`` later then continues every finished chain from the store.
+    every level (oneshot, stepwise); a chain trial feeds its chain's next
+    level, also past the last planned one when the schedule defines it (a rate
+    does, an explicit ``sparsities`` list ends): the mask is small, and raising
+    ``pruning.levels`` later then continues every finished chain from the
+    store. Every chain mask is followed by the masks of the wanted criteria
+    that follow it at the same level (made from it). With ``rewind.dense_seed``
+    the one dense trial computes them for every seed.
     """
-    chains = subnetworks.chains(exp.pruning.subnetworks)
+    wanted = exp.pruning.subnetworks
+    chains = subnetworks.chains(wanted)
+
+    def with_followers(level: int, chain: str, seed: int) -> list[TrialKey]:
+        return [TrialKey(level, c, seed) for c in [chain, *subnetworks.followers(chain, wanted)]]
+
     levels = range(1, exp.num_levels + 1)
     if key.subnetwork == DENSE:
-        chosen = levels if exp.pruning.schedule == "oneshot" else levels[:1]
-        return [TrialKey(k, c, key.seed) for c in chains for k in chosen]
+        chosen = levels if exp.from_dense else levels[:1]
+        seeds = [s for s in exp.seeds if exp.dense_seed(s) == key.seed] or [key.seed]
+        return [k for s in seeds for c in chains for level in chosen for k in with_followers(level, c, s)]
     entry = subnetworks.get(key.subnetwork)
     if isinstance(entry, subnetworks.Criterion) and entry.iterative and exp.pruning.schedule == "iterative":
         if exp.pruning.sparsities is not None and key.level >= len(exp.pruning.sparsities):
             return []
-        return [TrialKey(key.level + 1, key.subnetwork, key.seed)]
+        return with_followers(key.level + 1, key.subnetwork, key.seed)
     return []
 
 
@@ -129,7 +144,7 @@ class Plan:
         """The trials the experiment asks for (dense included) plus their ancestors."""
         exp, wanted = self.exp, set()
         for seed in exp.seeds:
-            asked = [dense_key(seed)] + [TrialKey(k, s, seed) for s in exp.pruning.subnetworks for k in exp.levels_of(s)]
+            asked = [dense_key(seed, exp)] + [TrialKey(k, s, seed) for s in exp.pruning.subnetworks for k in exp.levels_of(s)]
             for key in asked:
                 while key is not None and key not in wanted:
                     wanted.add(key)
@@ -260,6 +275,7 @@ class Plan:
         if hours:
             gpus = exp.resources.workers_per_trial * max(exp.resources.gpus_per_worker, 0.0)
             out["fine_tune_hours"] = hours
+            out["fine_tune_basis"] = exp.resources.fine_tune_basis  # None: nobody said where the hours come from
             out["gpu_hours"] = round(self.fine_tunes * hours * max(gpus, 1.0), 2)
             out["critical_path_hours"] = round(self.critical_path * hours, 2)
             if slots:

@@ -17,7 +17,7 @@ from lxsweep.config import ConfigError, Experiment
 
 def preflight(exp: Experiment) -> list[str]:
     """Run every check; returns one line per check passed, raises :class:`ConfigError` at the first failure."""
-    return [check_storage(exp), check_model(exp), check_data(exp), check_schedule(exp)]
+    return [check_storage(exp), check_model(exp), check_answer_table(exp), check_data(exp), check_schedule(exp)]
 
 
 def check_storage(exp: Experiment) -> str:
@@ -89,6 +89,29 @@ def check_model(exp: Experiment) -> str:
         raise ConfigError(f"{where}: model.pretrained: cannot load the config of {name!r} ({text}) — check the "
                           f"name and the network, or download it and point model.pretrained at the directory") from None
     return f"model {name}: config loads"
+
+
+def check_answer_table(exp: Experiment) -> str:
+    """``model.answer_table`` reads as a list of distinct answers, one per row of ``model.pretrained``'s answer head."""
+    from lxsweep.model import AnswerTableError, read_answer_table
+
+    where, path = exp.source, exp.model.answer_table
+    if path is None:
+        return "answer head: a fresh one seeded per seed (no model.answer_table)"
+    fix = "pass LXMERT's data/lxmert/all_ans.json (it ships in the airsplay/lxmert repository)"
+    try:
+        table = read_answer_table(path)
+    except AnswerTableError as exc:
+        raise ConfigError(f"{where}: model.answer_table: {exc} — {fix}") from None
+    if exp.model.pretrained is None:  # the embedded rewind point is pretrained later: its head is checked then
+        return f"answer table {path}: {len(table)} answers"
+    from transformers import LxmertConfig
+
+    rows = LxmertConfig.from_pretrained(exp.model.pretrained).num_qa_labels
+    if rows != len(table):
+        raise ConfigError(f"{where}: model.answer_table: {path} lists {len(table)} answers but {exp.model.pretrained}'s "
+                          f"answer head has {rows} (num_qa_labels) — {fix}, the table of that checkpoint")
+    return f"answer table {path}: {len(table)} answers, one per row of {exp.model.pretrained}'s answer head"
 
 
 def check_data(exp: Experiment) -> str:

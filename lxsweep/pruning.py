@@ -40,6 +40,7 @@ from torch import Tensor
 __all__ = [
     "ALL_GROUPS",
     "SCOPE_GROUPS",
+    "ANY_SHAPE_GROUPS",
     "KINDS",
     "Mask",
     "MaskEnforcer",
@@ -51,6 +52,10 @@ __all__ = [
     "prunable_names",
     "prunable_parameters",
     "random_mask",
+    "stepwise_mask",
+    "code_high_mask",
+    "code_random_mask",
+    "layer_random_mask",
     "read_mask_metadata",
     "removed_count",
     "save_mask",
@@ -70,8 +75,20 @@ SCOPE_GROUPS: dict[str, str] = {
     "vision": r"^(?:lxmert\.)?encoder\.r_layers" + _LAYER_WEIGHT,
     "cross": r"^(?:lxmert\.)?encoder\.x_layers" + _LAYER_WEIGHT,
     "pooler": r"^(?:lxmert\.)?pooler\.dense\.weight$",
+    # The paper's published code's scope (docs/PAPER_CODE.md row e): it skips state-dict *positions*
+    # (lottery_ticket_hypothesis.py::low_magnitude_pruning, `not_pruned_layers` and the last entry), which in
+    # transformers' LxmertForQuestionAnswering names leaves out the embeddings, visn_fc.visn_fc.bias, the
+    # visual LayerNorm, box_fc, the box LayerNorm and the answer head's output bias — and prunes everything
+    # else: the visual feature projection's weight, every weight, bias and LayerNorm of the encoder layers,
+    # the pooler, answer_head.logit_fc.0/.2 and logit_fc.3.weight. Any shape (see ANY_SHAPE_GROUPS).
+    "published_code": r"^(?!(?:lxmert\.)?embeddings\.)"
+                      r"(?!(?:lxmert\.)?encoder\.visn_fc\.(?:visn_fc\.bias$|visn_layer_norm\.|box_fc\.|box_layer_norm\.))"
+                      r"(?!answer_head\.logit_fc\.3\.bias$)"
+                      r"(?:(?:lxmert\.)?encoder\.|(?:lxmert\.)?pooler\.|answer_head\.logit_fc\.)",
 }
-ALL_GROUPS: tuple[str, ...] = ("language", "vision", "cross", "pooler")
+ALL_GROUPS: tuple[str, ...] = ("language", "vision", "cross", "pooler")  # the default scope
+# Groups whose tensors are pruned whatever their shape (biases, LayerNorm); the others take 2-D weights only.
+ANY_SHAPE_GROUPS: frozenset[str] = frozenset({"published_code"})
 KINDS: tuple[str, ...] = ("low", "high")
 
 _INT32_MAX = 0x7FFFFFFF
@@ -86,20 +103,21 @@ _PACKED_FORMAT = "packbits-v1"
 # --------------------------------------------------------------------------- scope
 
 
-def _group_patterns(groups: Sequence[str]) -> list[re.Pattern[str]]:
+def _group_patterns(groups: Sequence[str]) -> list[tuple[str, re.Pattern[str]]]:
     if not groups:
         raise ValueError(f"scope needs at least one group; choose from {list(SCOPE_GROUPS)}")
     unknown = [g for g in groups if g not in SCOPE_GROUPS]
     if unknown:
         raise ValueError(f"unknown scope group(s) {unknown}; expected some of {list(SCOPE_GROUPS)}")
-    return [re.compile(SCOPE_GROUPS[g]) for g in dict.fromkeys(groups)]
+    return [(g, re.compile(SCOPE_GROUPS[g])) for g in dict.fromkeys(groups)]
 
 
 def prunable_names(tensors: Mapping[str, Tensor], groups: Sequence[str] = ALL_GROUPS) -> list[str]:
     """Names of the prunable 2-D weights among ``tensors`` (a state dict or named parameters).
 
     A name is prunable when it matches the regex of one of ``groups`` (see
-    :data:`SCOPE_GROUPS`) and its tensor is 2-D. Order follows ``tensors``.
+    :data:`SCOPE_GROUPS`) and its tensor is 2-D (any shape for a group of
+    :data:`ANY_SHAPE_GROUPS`). Order follows ``tensors``.
     Raises ValueError for an unknown group or when nothing matches.
     """
     if isinstance(groups, str):  # a lone group name, not a sequence of characters
@@ -108,7 +126,7 @@ def prunable_names(tensors: Mapping[str, Tensor], groups: Sequence[str] = ALL_GR
     names = [
         name
         for name, tensor in tensors.items()
-        if tensor.dim() == 2 and any(p.match(name) for p in patterns)
+        if any(p.match(name) and (tensor.dim() == 2 or g in ANY_SHAPE_GROUPS) for g, p in patterns)
     ]
     if not names:
         raise ValueError(
@@ -124,8 +142,10 @@ def prunable_parameters(
     """The model's prunable parameters by name, in the model's ``named_parameters()`` order.
 
     ``groups`` selects a subset of "language", "vision", "cross", "pooler" (for
-    ablations). Embeddings, the visual feature projection (``visn_fc``), biases,
-    LayerNorm and the answer head are never included.
+    ablations); with those, embeddings, the visual feature projection
+    (``visn_fc``), biases, LayerNorm and the answer head are never included.
+    ``"published_code"`` replays the paper's code's scope instead (see
+    :data:`SCOPE_GROUPS`).
     """
     params = dict(model.named_parameters())
     return {name: params[name] for name in prunable_names(params, groups)}
@@ -358,9 +378,9 @@ def magnitude_mask(
     return {name: kept[name].view(weights[name].shape) for name in weights}
 
 
-def _rng_seed(seed: int, level: int, name: str) -> int:
+def _rng_seed(seed: int, level: int, name: str, purpose: str = "random-mask") -> int:
     # Canonical JSON, not str() or hash(): stable across runs, processes and Python versions.
-    text = json.dumps(["random-mask", seed, level, name])
+    text = json.dumps([purpose, seed, level, name])
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
 
 
@@ -384,6 +404,128 @@ def random_mask(shapes: Mapping[str, torch.Size], sparsity: float, seed: int, le
     survivors = {name: torch.ones(sizes[name], dtype=torch.bool) for name in names}
     kept = _remove_smallest(names, keys, survivors, removed_count(sparsity, sum(sizes.values())))
     return {name: kept[name].view(tuple(shape)) for name, shape in shapes.items()}
+
+
+# ------------------------------------------------------- the paper's code, replayed
+
+
+def stepwise_mask(weights: Mapping[str, Tensor], current: Mask, steps: int, rate: float = 0.1,
+                  kind: str = "low") -> Mask:
+    """``steps`` per-tensor pruning steps of ``rate`` from ``current``, no retraining in between.
+
+    The paper's published code (docs/PAPER_CODE.md row a;
+    ``src/tasks/lottery_ticket_hypothesis.py::weight_prune_layer``, looped by
+    ``low_magnitude_pruning``): in every step, per tensor, the surviving
+    ``|w|`` are sorted, ``cutoff = sorted[round(rate * n)]`` (n survivors,
+    numpy's round half to even) and every survivor with ``|w| <= cutoff`` is
+    removed, ties included: ``round(rate * n) + 1`` weights per step unless
+    magnitudes tie. A tensor where that index does not exist (no survivor, or
+    ``round(rate * n) == n``) is left as it is, as their ``except`` branch
+    does. ``kind="high"`` mirrors it on the largest magnitudes. The achieved
+    sparsity is what the mask removes (above ``1 - (1 - rate) ** steps``);
+    the result is a subset of ``current``, on the CPU. One sort per tensor
+    (on the weights' device) serves every step.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown pruning kind {kind!r}; expected one of {list(KINDS)}")
+    if operator.index(steps) < 0 or not 0.0 < rate < 1.0:
+        raise ValueError(f"stepwise pruning needs steps >= 0 and a rate in (0, 1), got {steps!r}, {rate!r}")
+    out = {}
+    for name, w in weights.items():
+        if torch.isnan(w).any():
+            raise ValueError(f"weights of {name} contain NaN; cannot rank magnitudes")
+        # On the weights' device: a GPU sorts LXMERT-base's tensors in milliseconds, a CPU takes about a minute.
+        key = w.detach().float().reshape(-1).abs()
+        if kind == "high":
+            key = -key
+        kept = current[name].detach().to(key.device).reshape(-1).clone()
+        # The weights do not change between steps, so the survivors are always a suffix of the survivors'
+        # sorted keys: one sort, then each step is an index and a binary search.
+        alive, start, cutoff = torch.sort(key[kept]).values, 0, None
+        for _ in range(steps):
+            n = alive.numel() - start
+            index = int(np.round(rate * n))
+            if index >= n:
+                continue
+            cutoff = alive[start + index]  # sorted survivors[round(rate * n)]
+            start = int(torch.searchsorted(alive, cutoff, right=True))  # every survivor <= cutoff is removed
+        if cutoff is not None:
+            kept &= key > cutoff
+        out[name] = kept.view(w.shape).cpu()
+    return out
+
+
+def _uniform_keys(purpose: str, seed: int, level: int, name: str, size: int) -> Tensor:
+    generator = torch.Generator().manual_seed(_rng_seed(seed, level, name, purpose))
+    return torch.randint(0, _INT32_MAX, (size,), generator=generator, dtype=torch.int32)
+
+
+def _pick_random(purpose: str, seed: int, level: int, name: str, pool: Tensor, count: int) -> Tensor:
+    """1-D flags of ``count`` entries of ``pool`` (1-D bool) drawn uniformly, seeded by (purpose, seed, level, name)."""
+    keys = lambda _: _uniform_keys(purpose, seed, level, name, pool.numel())  # noqa: E731
+    left = _remove_smallest([name], keys, {name: pool}, count)[name]
+    return pool & ~left
+
+
+def code_high_mask(low: Mask, seed: int, level: int) -> Mask:
+    """The paper's code's "high magnitude" subnetwork, made from the low mask at the same nominal level.
+
+    docs/PAPER_CODE.md row b (``lottery_ticket_hypothesis.py::high_magnitude_pruning``):
+    per tensor, ``bad`` = the weights ``low`` removes, ``good`` = those it
+    keeps. If ``|good| > |bad|`` it removes all of ``bad`` plus
+    ``|good| - |bad|`` weights of ``good`` at random; else a random
+    ``|good|``-sized subset of ``bad``. So it removes as many weights as low
+    keeps, never the largest as such. Their ``random.sample`` is replaced by
+    uniform keys seeded from ``(seed, level, tensor)``.
+    """
+    seed, level = operator.index(seed), operator.index(level)
+    out = {}
+    for name in sorted(low):
+        good = low[name].detach().to("cpu").reshape(-1)
+        bad = ~good
+        n_good, n_bad = int(good.sum()), int(bad.sum())
+        if n_good > n_bad:
+            removed = bad | _pick_random("code-high", seed, level, name, good, n_good - n_bad)
+        else:
+            removed = _pick_random("code-high", seed, level, name, bad, n_good)
+        out[name] = (~removed).view(low[name].shape)
+    return {name: out[name] for name in low}
+
+
+def code_random_mask(low: Mask, seed: int, level: int) -> Mask:
+    """The paper's code's random subnetwork: per tensor, each weight removed with low's removed fraction.
+
+    docs/PAPER_CODE.md row c (``lottery_ticket_hypothesis.py::get_random_mask``):
+    a weight is removed where a uniform draw in [0, 1) is below the fraction
+    of that tensor the low mask removes, so counts match low's only in
+    expectation. Draws seeded from ``(seed, level, tensor)``.
+    """
+    seed, level = operator.index(seed), operator.index(level)
+    out = {}
+    for name, m in low.items():
+        flat = m.detach().to("cpu").reshape(-1)
+        fraction = 1.0 - int(flat.sum()) / flat.numel()
+        generator = torch.Generator().manual_seed(_rng_seed(seed, level, name, "code-random"))
+        draw = torch.rand(flat.numel(), generator=generator, dtype=torch.float64)
+        out[name] = (draw >= fraction).view(m.shape)
+    return out
+
+
+def layer_random_mask(low: Mask, seed: int, level: int) -> Mask:
+    """A layer-matched random control: per tensor, exactly as many random weights removed as ``low`` removes.
+
+    It keeps *which tensors lose how many weights* from the ticket and makes
+    *which weights* random (issue 11, point 4). Uniform keys seeded from
+    ``(seed, level, tensor)``; the smallest are removed.
+    """
+    seed, level = operator.index(seed), operator.index(level)
+    out = {}
+    for name, m in low.items():
+        flat = m.detach().to("cpu").reshape(-1)
+        everything = torch.ones(flat.numel(), dtype=torch.bool)
+        removed = _pick_random("layer-random", seed, level, name, everything, flat.numel() - int(flat.sum()))
+        out[name] = (~removed).view(m.shape)
+    return out
 
 
 # --------------------------------------------------------------------------- files

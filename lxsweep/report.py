@@ -7,8 +7,10 @@ sweep, after it, on another machine):
 
 - ``results.csv``: one row per trial;
 - ``results.md``: the baselines, mean ± std over seeds per subnetwork and level,
-  paired differences with 95% intervals (does a gap exceed seed noise?), and
-  where iterative pruning removes weights (per group);
+  paired differences with 95% intervals (does a gap exceed seed noise?),
+  where iterative pruning removes weights (per group), the read-off at the
+  experiment's ``pruning.nominal`` sparsities (:func:`nominal_table`) and, when
+  masks were not enforced, the sparsity left after retraining;
 - ``accuracy_vs_sparsity.png``: the paper's figure, with the question-only
   baselines drawn as reference lines;
 - ``training_curves.png``: validation accuracy per epoch (has every arm plateaued?);
@@ -38,7 +40,10 @@ MAX_KIND_PANELS = 8  # real VQA has 65 question types: too many panels; their nu
 BASELINE_STYLE = {"blind": (":", "blind (question only)"), "majority": ("-.", "majority answer")}
 # Pairs whose difference the report tests against seed noise, at every level both have.
 COMPARISONS = (("low", DENSE), ("low", "random"), ("high", "random"), ("low", "high"), ("random", DENSE),
-               ("reinit", "low"))
+               ("reinit", "low"),
+               # the replay of the paper's code (docs/PAPER_CODE.md) and the layer-matched control
+               ("code_high", "code_random"), ("low", "code_random"), ("low", "code_high"),
+               ("low", "layer_random"), ("layer_random", "random"))
 GROUPS = ("language", "vision", "cross", "pooler")
 
 
@@ -128,6 +133,9 @@ def aggregate(rows: list[dict]) -> list[dict]:
     for (sub, level), rs in sorted(groups.items(), key=lambda x: (x[0][1], subnetworks.order(x[0][0]), x[0][0])):
         a = {"subnetwork": sub, "level": level, "seeds": len(rs),
              "sparsity": statistics.fmean(r["sparsity"] for r in rs) if level else 0.0}
+        trained = [r["trained_sparsity"] for r in rs if "trained_sparsity" in r]
+        if trained:
+            a["trained_sparsity"] = statistics.fmean(trained)
         for m in metrics:
             vals = [r[m] for r in rs if m in r]
             if vals:
@@ -215,6 +223,48 @@ def plateau_table(rows: list[dict], last: float = 0.25) -> list[dict]:
     return out
 
 
+def _level_reference(sub: str) -> str:
+    """The subnetwork whose mask's achieved sparsity places ``sub``'s levels: the criterion it follows, else itself."""
+    try:
+        crit = subnetworks.criterion(sub)
+    except ValueError:  # a plugin's subnetwork, read back where the plugin is not importable
+        return sub
+    return crit.follows or crit.name if crit is not None else sub
+
+
+def nominal_table(rows: list[dict], nominal: list[float]) -> list[dict]:
+    """Per nominal sparsity and pruned subnetwork: the first level whose achieved sparsity is at or above it.
+
+    The paper's tables name nominal sparsities (10, 20, ..., 90%); a schedule of
+    ``rate`` steps reaches them only in jumps (with rate 0.1, nominal 20% is the
+    27.1% of level 3, as in the paper's code, docs/PAPER_CODE.md row a). A
+    level's achieved sparsity is the mean over seeds of the mask sparsity of the
+    criterion that defines it (``low`` for the criteria that follow it, such as
+    ``code_high``, whose own sparsity is 1 − low's), else the level's target.
+    ``level`` is None when no level reaches the point.
+    """
+    agg = {(a["subnetwork"], a["level"]): a for a in aggregate(rows)}
+    target = {(r["subnetwork"], r["level"]): r.get("target_sparsity", r["sparsity"]) for r in rows}
+    subs = sorted({sub for sub, level in agg if level > 0}, key=lambda s: (subnetworks.order(s), s))
+    out = []
+    for point in nominal:
+        for sub in subs:
+            ref = _level_reference(sub)
+            levels = sorted(level for s, level in agg if s == sub and level > 0)
+            achieved = {level: agg[(ref, level)]["sparsity"] if (ref, level) in agg else target[(sub, level)]
+                        for level in levels}
+            level = next((lv for lv in levels if achieved[lv] >= point - 1e-9), None)
+            row = {"nominal": point, "subnetwork": sub, "level": level}
+            if level is not None:
+                a = agg[(sub, level)]
+                row.update(achieved=achieved[level], sparsity=a["sparsity"], seeds=a["seeds"],
+                           accuracy_mean=a["accuracy_mean"], accuracy_std=a["accuracy_std"])
+                if "trained_sparsity" in a:
+                    row["trained_sparsity"] = a["trained_sparsity"]
+            out.append(row)
+    return out
+
+
 def group_sparsity_table(rows: list[dict], sparsity: dict[str, dict]) -> list[dict]:
     """Per (subnetwork, level): mean sparsity of each group of layers over seeds."""
     cells: dict[tuple[str, int], list[dict]] = defaultdict(list)
@@ -237,7 +287,7 @@ def group_sparsity_table(rows: list[dict], sparsity: dict[str, dict]) -> list[di
 
 
 def to_csv(rows: list[dict]) -> str:
-    cols = ["trial", "subnetwork", "level", "seed", "target_sparsity", "sparsity", "sparsity_all",
+    cols = ["trial", "subnetwork", "level", "seed", "target_sparsity", "sparsity", "sparsity_all", "trained_sparsity",
             *ACCURACY_COLUMNS, *kind_columns(rows), "best_accuracy", "train_loss", "epochs", "duration_s"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
@@ -252,7 +302,7 @@ def _label(metric: str) -> str:
 
 
 def to_markdown(rows: list[dict], title: str, baselines: Optional[dict] = None,
-                sparsity: Optional[dict[str, dict]] = None) -> str:
+                sparsity: Optional[dict[str, dict]] = None, nominal: Optional[list[float]] = None) -> str:
     agg = aggregate(rows)
     kinds = kind_columns(rows)
     metrics = [*ACCURACY_COLUMNS, *kinds]
@@ -303,6 +353,30 @@ def to_markdown(rows: list[dict], title: str, baselines: Optional[dict] = None,
         for p in rising or top:
             lines.append(f"| {p['subnetwork']} | {p['level']} | {p['from_epoch']}→{p['to_epoch']} | "
                          f"{100 * p['gain']:+.2f} | {100 * p['noise']:.2f} |")
+    agg_regrown = [a for a in agg if "trained_sparsity" in a and a["trained_sparsity"] < a["sparsity"] - 1e-6]
+    if agg_regrown:
+        lines += ["", "Sparsity left after retraining (%): these masks were applied once and not enforced "
+                  "(`training.enforce_mask: false`), so pruned weights moved off zero; measured on the trained "
+                  "weights, mean over seeds.", "",
+                  "| subnetwork | level | mask sparsity % | after retraining % |", "|---|---|---|---|"]
+        for a in agg_regrown:
+            lines.append(f"| {a['subnetwork']} | {a['level']} | {100 * a['sparsity']:.1f} | "
+                         f"{100 * a['trained_sparsity']:.1f} |")
+    points = nominal_table(rows, nominal or [])
+    if points:
+        lines += ["", "Read off at the nominal sparsities (`pruning.nominal`): the first level whose achieved sparsity "
+                  "(of the mask that defines the level: low's for the criteria that follow it) is at or above "
+                  "each. Accuracy %, mean ± std over seeds.", "",
+                  "| nominal % | subnetwork | level | achieved % | own sparsity % | after retraining % | accuracy |",
+                  "|---|---|---|---|---|---|---|"]
+        for p in points:
+            if p["level"] is None:
+                lines.append(f"| {100 * p['nominal']:.0f} | {p['subnetwork']} | not reached | | | | |")
+                continue
+            after = f"{100 * p['trained_sparsity']:.1f}" if "trained_sparsity" in p else "–"
+            lines.append(f"| {100 * p['nominal']:.0f} | {p['subnetwork']} | {p['level']} | {100 * p['achieved']:.1f} | "
+                         f"{100 * p['sparsity']:.1f} | {after} | {100 * p['accuracy_mean']:.2f} ± "
+                         f"{100 * p['accuracy_std']:.2f} |")
     groups = group_sparsity_table(rows, sparsity or {})
     if groups:
         lines += ["", "Where pruning removes weights: sparsity (%) of each group of layers, mean over seeds "
@@ -509,8 +583,22 @@ def report_title(store: Store) -> str:
         return Path(store.root).name
 
 
-def write_report(store: Store) -> list[str]:
-    """Write the report files (:data:`REPORT_FILES`) into ``<store>/report``; returns their paths."""
+def report_nominal(store: Store) -> list[float]:
+    """The experiment's ``pruning.nominal`` read-off points from the store's ``experiment.yaml`` (none if unreadable)."""
+    import yaml
+
+    try:
+        record = yaml.safe_load(store.read_bytes(EXPERIMENT_FILE))
+        return [float(x) for x in (record.get("pruning") or {}).get("nominal") or []]
+    except (OSError, yaml.YAMLError, AttributeError, TypeError, ValueError):
+        return []
+
+
+def write_report(store: Store, nominal: Optional[list[float]] = None) -> list[str]:
+    """Write the report files (:data:`REPORT_FILES`) into ``<store>/report``; returns their paths.
+
+    ``nominal``: the sparsities to read off (default: the store's recorded ``pruning.nominal``).
+    """
     import tempfile
 
     rows = load_rows(store, with_history=True)
@@ -521,7 +609,8 @@ def write_report(store: Store) -> list[str]:
     sparsity = load_group_sparsity(store, rows)
     csv_name, md_name, png_name, curves_name, where_name = REPORT_FILES
     store.write_bytes(report_path(csv_name), to_csv(rows).encode())
-    store.write_bytes(report_path(md_name), to_markdown(rows, title, baselines, sparsity).encode())
+    store.write_bytes(report_path(md_name), to_markdown(rows, title, baselines, sparsity,
+                                                          report_nominal(store) if nominal is None else nominal).encode())
     written = [csv_name, md_name]
     with tempfile.TemporaryDirectory() as tmp:
         figures = [(png_name, lambda p: plot(rows, p, f"{title}: accuracy vs sparsity (mean, band ±1 std over seeds)", baselines)),

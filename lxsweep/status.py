@@ -114,11 +114,14 @@ def snapshot(store: Store, plan: Plan, now: Optional[float] = None,
     return snap
 
 
-def best_ticket(done: dict[TrialKey, dict]) -> Optional[dict]:
-    """The sparsest lottery ticket (low-magnitude trial) within 3 points of its seed's dense accuracy."""
+def best_ticket(done: dict[TrialKey, dict], dense_seed: Callable[[int], int] = lambda seed: seed) -> Optional[dict]:
+    """The sparsest lottery ticket (low-magnitude trial) within 3 points of its dense trial's accuracy.
+
+    ``dense_seed(seed)``: the seed of the dense trial a seed's chain starts from (``Experiment.dense_seed``).
+    """
     dense = {k.seed: m["accuracy"] for k, m in done.items() if k.subnetwork == DENSE}
-    ok = [m for k, m in done.items() if k.subnetwork == TICKET and k.seed in dense
-          and m["accuracy"] * 100 >= dense[k.seed] * 100 - TOLERANCE_POINTS]
+    ok = [m for k, m in done.items() if k.subnetwork == TICKET and dense_seed(k.seed) in dense
+          and m["accuracy"] * 100 >= dense[dense_seed(k.seed)] * 100 - TOLERANCE_POINTS]
     return max(ok, key=lambda m: (m["sparsity"], m["accuracy"]), default=None)
 
 
@@ -147,7 +150,7 @@ def status_lines(store: Store, plan: Plan, slots: Optional[int] = None, now: Opt
         left = remaining_seconds(plan, snap, slots or max(1, len(snap.running)))
         eta = f", about {_fmt(left)} left" if left is not None and (snap.running or snap.waiting) else ""
         lines.append(f"elapsed {_fmt(now - snap.started_at)}{eta}")
-    ticket = best_ticket(snap.done)
+    ticket = best_ticket(snap.done, plan.exp.dense_seed)
     if ticket:
         lines.append(f"best ticket: {ticket['trial']} at {100 * ticket['sparsity']:.1f}% sparsity, "
                      f"accuracy {100 * ticket['accuracy']:.2f}")

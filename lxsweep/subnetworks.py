@@ -5,8 +5,14 @@ A subnetwork is named by a *criterion* or a *control* (or is ``dense``):
 - a **criterion** decides which weights are removed and where its scores come
   from. It is ``iterative`` (a chain: the mask of level k is computed from the
   trained weights of level k-1 of the same chain; level 1 from the dense
-  model) or ``generated`` (no parent: the mask is made at the start of the
-  trial from the seed and the level);
+  model), ``generated`` (no parent: the mask is made at the start of the
+  trial from the seed and the level), or it ``follows`` an iterative
+  criterion: its mask of level k is derived from that criterion's mask of
+  level k (``MaskInputs.followed``), computed right after it by the same
+  parent trial, so it adds no fine-tune and no edge to the DAG beyond the
+  followed chain's (the replays of the paper's code ``code_high`` and
+  ``code_random``, docs/PAPER_CODE.md, and the layer-matched random control
+  ``layer_random``);
 - a **control** decides which weights the kept ones start from and where its
   mask comes from: ``reinit`` trains the ``low`` chain's mask from fresh random
   weights; ``scratch`` trains the dense model from fresh random weights, no
@@ -47,7 +53,13 @@ class MaskInputs:
     trained weights; generated: the rewind point's). ``current``: the parent's
     mask (all True at level 1 and for generated criteria); a child mask must
     be a subset of it. ``sparsity``: the fraction of all prunable weights the
-    result removes.
+    result removes (the nominal one under ``schedule: stepwise``).
+
+    ``steps`` (``pruning.schedule: stepwise`` only, else 0): take this many
+    per-tensor steps of ``rate`` from ``current`` instead of pruning to
+    ``sparsity`` (:func:`lxsweep.pruning.stepwise_mask`). ``followed``: for a
+    criterion that ``follows`` another, that criterion's mask at this level
+    (else None).
     """
 
     weights: Mapping[str, "torch.Tensor"]
@@ -56,6 +68,9 @@ class MaskInputs:
     seed: int
     level: int
     layerwise: bool
+    steps: int = 0
+    rate: float = 0.0
+    followed: Optional[Mapping[str, "torch.Tensor"]] = None
 
 
 MaskFn = Callable[[MaskInputs], dict]
@@ -68,10 +83,21 @@ class Criterion:
 
     name: str
     mask: MaskFn
-    iterative: bool  # True: a chain (parent = level k-1); False: generated at the trial's start
+    iterative: bool  # True: a chain (parent = level k-1); False: generated at the trial's start (or follows)
     scores: str  # where its scores come from, one line (docs, `lxsweep plan`)
     color: Optional[str] = None
     marker: Optional[str] = None
+    follows: Optional[str] = None  # an iterative criterion whose mask at the same level this one is derived from
+
+    @property
+    def generated(self) -> bool:
+        """Made at the trial's start from the seed and level: no parent, no stored mask before it runs."""
+        return not self.iterative and self.follows is None
+
+    @property
+    def chain(self) -> Optional[str]:
+        """The iterative criterion whose chain computes this mask (itself, the one it follows), or None."""
+        return self.name if self.iterative else self.follows
 
 
 @dataclass(frozen=True)
@@ -101,9 +127,20 @@ def _register(entry: Subnetwork) -> Subnetwork:
 
 
 def register_criterion(name: str, mask: MaskFn, *, iterative: bool, scores: str,
-                       color: Optional[str] = None, marker: Optional[str] = None) -> Criterion:
-    """Add a pruning criterion. ``mask(MaskInputs) -> {name: bool tensor}`` (True = kept)."""
-    return _register(Criterion(name, mask, iterative, scores, color, marker))
+                       color: Optional[str] = None, marker: Optional[str] = None,
+                       follows: Optional[str] = None) -> Criterion:
+    """Add a pruning criterion. ``mask(MaskInputs) -> {name: bool tensor}`` (True = kept).
+
+    ``follows``: a registered iterative criterion; the mask is then made from
+    ``MaskInputs.followed`` (that criterion's mask at the same level) by the
+    trial that computes it, and ``iterative`` must be False.
+    """
+    if follows is not None:
+        target = _REGISTRY.get(follows)
+        if iterative or not isinstance(target, Criterion) or not target.iterative:
+            raise ValueError(f"criterion {name!r}: follows {follows!r} needs a registered iterative criterion "
+                             "and iterative=False")
+    return _register(Criterion(name, mask, iterative, scores, color, marker, follows))
 
 
 def register_control(name: str, *, mask_of: Optional[str], init: InitFn, start: str,
@@ -153,8 +190,15 @@ def levels(name: str, num_levels: int) -> range:
 
 
 def chains(wanted: list[str]) -> list[str]:
-    """Iterative criteria whose masks the wanted subnetworks need, in registration order."""
-    need = {c.name for c in map(criterion, wanted) if c is not None and c.iterative}
+    """Iterative criteria whose masks the wanted subnetworks need (followers need the one they follow),
+    in registration order."""
+    need = {c.chain for c in map(criterion, wanted) if c is not None and c.chain}
+    return [n for n in _REGISTRY if n in need]
+
+
+def followers(chain: str, wanted: list[str]) -> list[str]:
+    """Criteria that follow ``chain`` and whose masks the wanted subnetworks need, in registration order."""
+    need = {c.name for c in map(criterion, wanted) if c is not None and c.follows == chain}
     return [n for n in _REGISTRY if n in need]
 
 
@@ -179,8 +223,10 @@ def style(name: str) -> tuple[str, str]:
 
 def _magnitude(kind: str) -> MaskFn:
     def mask(inputs: MaskInputs) -> dict:
-        from lxsweep.pruning import magnitude_mask
+        from lxsweep.pruning import magnitude_mask, stepwise_mask
 
+        if inputs.steps:  # schedule: stepwise (the paper's code, docs/PAPER_CODE.md row a)
+            return stepwise_mask(inputs.weights, inputs.current, inputs.steps, inputs.rate, kind)
         return magnitude_mask(inputs.weights, inputs.current, inputs.sparsity, kind, inputs.layerwise)
     return mask
 
@@ -189,6 +235,16 @@ def _random(inputs: MaskInputs) -> dict:
     from lxsweep.pruning import random_mask
 
     return random_mask({n: w.shape for n, w in inputs.weights.items()}, inputs.sparsity, inputs.seed, inputs.level)
+
+
+def _follower(kind: str) -> MaskFn:
+    def mask(inputs: MaskInputs) -> dict:
+        from lxsweep import pruning
+
+        if inputs.followed is None:
+            raise ValueError(f"{kind}: needs the followed criterion's mask at level {inputs.level} (MaskInputs.followed)")
+        return getattr(pruning, f"{kind}_mask")(inputs.followed, inputs.seed, inputs.level)
+    return mask
 
 
 def _fresh(model: "torch.nn.Module", seed: int) -> None:
@@ -207,4 +263,14 @@ register_control("reinit", mask_of="low", init=_fresh, color="#9467bd", marker="
                  start="fresh random weights (seeded by the trial) under the low chain's mask")
 register_control("scratch", mask_of=None, init=_fresh, color="#d62728", marker="x",
                  start="fresh random weights, no mask, no pretraining: the dense model trained from scratch")
+# The published code's subnetworks (docs/PAPER_CODE.md rows b, c) and the layer-matched control (issue 11).
+register_criterion("code_high", _follower("code_high"), iterative=False, follows="low", color="#ff9896", marker="s",
+                   scores="the paper's code's 'high': from the low mask at the same level, per tensor, removes as "
+                          "many as low keeps, from low's removed weights first, then at random")
+register_criterion("code_random", _follower("code_random"), iterative=False, follows="low", color="#98df8a",
+                   marker="^", scores="the paper's code's 'random': per tensor, each weight removed with the low "
+                                      "mask's removed fraction as a probability (counts approximate)")
+register_criterion("layer_random", _follower("layer_random"), iterative=False, follows="low", color="#006400",
+                   marker="v", scores="random weights, seeded by (seed, level, tensor), removed with the low "
+                                      "mask's exact per-tensor counts")
 _BUILTIN.update(_REGISTRY)

@@ -285,6 +285,10 @@ def _connect(address: Optional[str], exp: Experiment) -> None:
                 f"start its nodes with --resources='{{\"{DRIVER_RESOURCE}\": 8}}' (cluster.yaml does)"
             )
     else:
+        # One machine has no node to lose: Train's preemption watcher (one more actor process per trial, polling)
+        # only costs CPU the trials need. A cluster keeps it (spot nodes are preempted).
+        env["env_vars"].setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER",
+                                   os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0"))
         ray.init(address="local", resources={DRIVER_RESOURCE: 64}, log_to_driver=False, include_dashboard=False, runtime_env=env)
 
 

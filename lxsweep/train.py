@@ -36,7 +36,7 @@ from lxsweep.data.source import load_dataset
 from lxsweep.facts import check_compatible, resolved_facts
 from lxsweep.metric import accuracy_metrics
 from lxsweep.pretrain import rewind_point
-from lxsweep.plan import TrialKey, child_masks, mask_source, parent, validate_key
+from lxsweep.plan import TrialKey, child_masks, dense_key, mask_source, parent, validate_key
 from lxsweep.store import (EXPERIMENT_FILE, HEARTBEAT_SECONDS, CorruptStoreFile, Store, attempt_path, failed_path,
                            mask_path, metrics_path, read_experiment, read_metrics, rewind_path, sparsity_path,
                            weights_path)
@@ -125,7 +125,7 @@ def check_trial_inputs(exp: Experiment, key: TrialKey, store: Store) -> None:
     while k is not None:
         chain.append(k)
         k = parent(exp, k)
-    dense = TrialKey(0, DENSE, key.seed)
+    dense = dense_key(key.seed, exp)
     for k in dict.fromkeys([*reversed(chain), dense]):
         if store.exists(metrics_path(k.name)):
             read_metrics(store, k.name)
@@ -139,7 +139,7 @@ def trial_mask(exp: Experiment, key: TrialKey, store: Store, model: torch.nn.Mod
     crit = subnetworks.criterion(key.subnetwork)
     if key.level == 0 or crit is None:
         return None
-    if not crit.iterative:  # from the rewind point's weights, before any control re-initialises them
+    if crit.generated:  # from the rewind point's weights, before any control re-initialises them
         weights = {n: p.detach() for n, p in pruning.prunable_parameters(model, exp.pruning.scope).items()}
         inputs = MaskInputs(weights, pruning.full_mask(weights), exp.sparsity(key.level), key.seed, key.level,
                             exp.pruning.layerwise)
@@ -157,9 +157,17 @@ def trial_mask(exp: Experiment, key: TrialKey, store: Store, model: torch.nn.Mod
     return _load_mask(store, source)
 
 
-def _child_mask(exp: Experiment, child: TrialKey, weights: dict, current: pruning.Mask) -> pruning.Mask:
-    """The mask ``child`` trains with, from its parent's trained ``weights`` and the mask they trained under."""
-    inputs = MaskInputs(weights, current, exp.sparsity(child.level), child.seed, child.level, exp.pruning.layerwise)
+def _child_mask(exp: Experiment, child: TrialKey, weights: dict, current: pruning.Mask, *,
+                current_level: int = 0, followed: Optional[pruning.Mask] = None) -> pruning.Mask:
+    """The mask ``child`` trains with, from its parent's trained ``weights`` and the mask they trained under.
+
+    ``schedule: stepwise``: ``current`` is the chain's mask at ``current_level`` (the full mask at 0) and the
+    child takes ``child.level - current_level`` per-tensor steps from it. ``followed``: for a criterion that
+    follows another, that one's mask at the child's level.
+    """
+    steps = child.level - current_level if exp.pruning.schedule == "stepwise" else 0
+    inputs = MaskInputs(weights, current, exp.sparsity(child.level), child.seed, child.level, exp.pruning.layerwise,
+                        steps=steps, rate=exp.pruning.rate, followed=followed)
     return subnetworks.criterion(child.subnetwork).mask(inputs)
 
 
@@ -180,7 +188,11 @@ def _mask_from_kept_weights(exp: Experiment, key: TrialKey, store: Store, model:
     weights = {n: state[n].float() for n in pruning.prunable_parameters(model, exp.pruning.scope)}
     source = mask_source(exp, par)
     current = _load_mask(store, source) if source else pruning.full_mask(weights)
-    mask = _child_mask(exp, key, weights, current)
+    follows, followed = subnetworks.criterion(key.subnetwork).follows, None
+    if follows is not None:  # the followed mask at this level: stored beside, or rebuilt the same way
+        base = TrialKey(key.level, follows, key.seed)
+        followed = _load_mask(store, base.name) if store.exists(mask_path(base.name)) else _child_mask(exp, base, weights, current)
+    mask = _child_mask(exp, key, weights, current, followed=followed)
     _save_mask(store, key.name, mask, {"trial": key.name, "kind": key.subnetwork, "from": par.name,
                                        "recomputed_from": weights_path(par.name)})
     return mask
@@ -193,10 +205,22 @@ def write_child_masks(exp: Experiment, key: TrialKey, store: Store, model: torch
         return []
     weights = {n: p.detach() for n, p in pruning.prunable_parameters(model, exp.pruning.scope).items()}
     current = mask if mask is not None else pruning.full_mask(weights)
+    # Each chain's latest mask (one per chain and seed held, not every level's: LXMERT-base's is 180 MB as bools):
+    # the criteria that follow it are made from it, and under stepwise its next level goes on from it.
+    last: dict[tuple[int, str], tuple[pruning.Mask, int]] = {}
+    stepwise = exp.pruning.schedule == "stepwise"
     written = []
-    for child in children:
-        mask = _child_mask(exp, child, weights, current)
-        _save_mask(store, child.name, mask, {"trial": child.name, "kind": child.subnetwork, "from": key.name})
+    for child in children:  # plan.child_masks: per chain in level order, each mask before its followers
+        follows = subnetworks.criterion(child.subnetwork).follows
+        if follows is not None:
+            followed, level = last[(child.seed, follows)]
+            assert level == child.level, "plan.child_masks lists a follower before its chain's mask of that level"
+            child_mask = _child_mask(exp, child, weights, current, followed=followed)
+        else:
+            base, base_level = last.get((child.seed, child.subnetwork), (current, 0)) if stepwise else (current, 0)
+            child_mask = _child_mask(exp, child, weights, base, current_level=base_level)
+            last[(child.seed, child.subnetwork)] = (child_mask, child.level)
+        _save_mask(store, child.name, child_mask, {"trial": child.name, "kind": child.subnetwork, "from": key.name})
         written.append(child.name)
     return written
 
@@ -392,7 +416,9 @@ class _Fit:
         self.exp, self.rt, self.key, self.data, self.epochs = exp, rt, key, data, epochs
         t = exp.training
         self.model = model.to(rt.device)
-        self.enforcer = pruning.MaskEnforcer(self.model, mask) if mask else None
+        self.enforcer = pruning.MaskEnforcer(self.model, mask) if mask else None  # zeroes the pruned weights now
+        # training.enforce_mask: false (the paper's code, docs/PAPER_CODE.md row d): zeroed once, never again.
+        self.masks = self.enforcer if t.enforce_mask else None
         self.train_tokens = tokenize(tokenizer, data.train.questions, exp.data.max_tokens)
         self.valid_tokens = tokenize(tokenizer, data.valid.questions, exp.data.max_tokens)
         # training.batch_size is the global batch: each of `world` ranks takes an equal share, so the
@@ -437,7 +463,7 @@ class _Fit:
         total, count = torch.zeros((), device=rt.device), 0
         for batch in loader:
             batch = {k: v.to(rt.device, non_blocking=True) for k, v in batch.items()}
-            total += train_step(self.net, batch, self.optimizer, rt, scheduler=self.scheduler, masks=self.enforcer,
+            total += train_step(self.net, batch, self.optimizer, rt, scheduler=self.scheduler, masks=self.masks,
                                 grad_clip=self.exp.training.grad_clip)
             count += 1
             self.step += 1
@@ -489,7 +515,8 @@ class _Fit:
         return self.history
 
     def measured_sparsity(self) -> float:
-        """Fraction of masked weights that are exactly zero (should equal the target)."""
+        """Fraction of masked weights that are exactly zero: the mask's sparsity while it is enforced, the
+        sparsity left by retraining with ``training.enforce_mask: false``."""
         assert self.enforcer is not None
         params = dict(self.model.named_parameters())
         masked = [params[name] for name in self.enforcer.names]
@@ -514,11 +541,20 @@ def evaluation_metrics(split: VQASplit, rows: np.ndarray, predictions: list[str]
 # -- the trial ----------------------------------------------------------------
 
 
-def initial_model(exp: Experiment, key: TrialKey, store: Store, num_answers: int, log: Callable[[str], None] = print):
-    """(model, tokenizer, mask) at the start of a trial: the rewind point, its mask, its control's weights."""
+def initial_model(exp: Experiment, key: TrialKey, store: Store, num_answers: int, log: Callable[[str], None] = print,
+                  answers: Optional[Sequence[str]] = None):
+    """(model, tokenizer, mask) at the start of a trial: the rewind point, its mask, its control's weights.
+
+    The answer head starts seeded, or with ``model.answer_table`` from the
+    checkpoint's QA head (``answers``, the label order, is then needed) — in
+    every trial alike; a control that re-initialises (reinit, scratch) redraws it too.
+    """
     model_dir = rewind_point(exp, store, log)
     tokenizer = lxmodel.load_tokenizer(exp.model.tokenizer or model_dir)
-    model = lxmodel.load_model(model_dir, num_answers, seed=trial_seed(TrialKey(0, DENSE, key.seed), "answer-head"))
+    table = lxmodel.read_answer_table(exp.model.answer_table) if exp.model.answer_table else None
+    # The answer head's start is the rewind point's: the dense trial's seed (shared with rewind.dense_seed).
+    model = lxmodel.load_model(model_dir, num_answers, seed=trial_seed(dense_key(key.seed, exp), "answer-head"),
+                               answer_table=table, answers=answers, log=log)
     if exp.rewind.to == "step" and key.level > 0:
         _load_rewind_weights(exp, key, store, model)
     mask = trial_mask(exp, key, store, model)
@@ -557,7 +593,7 @@ def run_trial(
     ok = False
     try:
         data = load_dataset(exp, store)
-        model, tokenizer, mask = initial_model(exp, key, store, data.num_answers, log)
+        model, tokenizer, mask = initial_model(exp, key, store, data.num_answers, log, answers=data.answers)
         torch.manual_seed(trial_seed(key, "dropout"))
         fit = _Fit(exp, rt, model, mask, data, tokenizer, key, epochs=exp.training.epochs)
         if resume_state is not None:
@@ -645,6 +681,8 @@ def _final_metrics(exp: Experiment, key: TrialKey, store: Store, fit: "_Fit", ma
         "target_sparsity": exp.sparsity(key.level),
         "sparsity": report_["sparsity"] if report_ else 0.0,
         "sparsity_all": report_["sparsity_all_parameters"] if report_ else 0.0,
+        # Measured on the trained weights: below `sparsity` when the mask was not enforced (pruned weights regrew).
+        **({"trained_sparsity": fit.measured_sparsity()} if mask else {}),
         **{k: v for k, v in final.items() if k.startswith("accuracy")},
         "best_accuracy": max(h["accuracy"] for h in history),
         "train_loss": final["train_loss"], "epochs": len(history), "steps": fit.step,
@@ -684,5 +722,5 @@ def _load_rewind_weights(exp: Experiment, key: TrialKey, store: Store, model: to
 
     rel = rewind_path(key.seed, exp.rewind.step)
     if not store.exists(rel):
-        raise FileNotFoundError(f"trial {key.name} rewinds to {rel} in {store.root}; run {TrialKey(0, DENSE, key.seed)} first")
+        raise FileNotFoundError(f"trial {key.name} rewinds to {rel} in {store.root} — run {TrialKey(0, DENSE, key.seed)} first")
     model.load_state_dict(load(store.read_bytes(rel)))

@@ -22,18 +22,25 @@ def test_shipped_experiments_load_and_plan():
     files = sorted((ROOT / "experiments").glob("*.yaml"))
     assert {f.stem for f in files} >= {"smoke", "paper", "demo", "oneshot", "rewind-step", "ablation-scope"}
     for path in files:
-        exp = load_experiment(path, check=path.stem != "paper")  # paper's data lives on the cluster
+        exp = load_experiment(path, check=path.stem not in ("paper", "paper-code"))  # their data lives on the cluster
         assert Plan(exp).fine_tunes >= 1 + exp.num_levels
     paper = load_experiment(ROOT / "experiments" / "paper.yaml", check=False)
     assert paper.model.pretrained == "unc-nlp/lxmert-base-uncased" and paper.data.source == "vqa"
-    assert (paper.pruning.rate, paper.pruning.levels, paper.seeds) == (0.1, 10, [0, 1, 2])
+    assert (paper.pruning.rate, paper.pruning.levels, paper.seeds) == (0.1, 22, [0, 1, 2])
+    assert 0.9 <= paper.sparsity(22) < 0.91  # the paper's range ends at 90%
+    # random (no chain) at exactly the levels that first reach the paper's points 10, 20, ..., 90%
+    first = [next(k for k in range(1, 23) if paper.sparsity(k) >= p / 10 - 1e-9) for p in range(1, 10)]
+    assert paper.levels_of("random") == first == [1, 3, 4, 5, 7, 9, 12, 16, 22]
+    assert paper.levels_of("high") == list(range(1, 13)) and paper.levels_of("low") == list(range(1, 23))
+    assert Plan(paper).fine_tunes == 3 * (1 + 22 + 12 + 9)
+    assert paper.model.answer_table and paper.resources.fine_tune_basis.startswith("estimate: ")
     t = paper.training
     assert (t.batch_size, t.lr, t.epochs, t.warmup, t.weight_decay, t.grad_clip) == (32, 5e-5, 4, 0.1, 0.01, 5.0)
     assert paper.data.max_tokens == 20 and paper.pruning.subnetworks == ["low", "high", "random"]
     demo = load_experiment(ROOT / "experiments" / "demo.yaml")
-    assert demo.levels_of("high") == [1, 2, 3, 4] and demo.levels_of("reinit") == [2, 10] and demo.levels_of("scratch") == [0]
+    assert demo.levels_of("high") == [1, 2] and demo.levels_of("reinit") == [2, 10] and demo.levels_of("scratch") == [0]
     assert demo.levels_of("low") == list(range(1, 19)) and demo.sparsity(14) > 0.95 and demo.levels_of("random")[-1] == 14
-    assert Plan(demo).fine_tunes == 3 * (1 + 18 + 14 + 4 + 2 + 1)
+    assert Plan(demo).fine_tunes == 3 * (1 + 18 + 5 + 2 + 2 + 1)
 
 
 def test_levels_of_is_checked_and_selects_only():
@@ -78,6 +85,7 @@ PINNED = [
     ({"pruning": {"sparsities": [0.3, 0.5, 0.7], "rate": 0.2}}, "de321fd297"),  # explicit sparsities: rate unused
     ({"model": {"pretrained": "unc-nlp/lxmert-base-uncased"},  # real data: the synthetic task's knobs are unused
       "data": {"source": "vqa", "path": "/data/vqa", "synthetic": {"seed": 7}}}, "f1dc0c70a2"),
+    ({"model": {"answer_table": "/data/all_ans.json"}}, "c49d44952f"),  # LXMERT's answer-head start
 ]
 
 
@@ -89,7 +97,8 @@ def test_hash_is_pinned(raw, expected):
 def test_hash_covers_results_only():
     base = from_dict({})
     same = from_dict({"seeds": [0, 1, 2], "pruning": {"levels": 3, "subnetworks": ["low"]},
-                      "tracking": {"backend": "none"}, "resources": {"gpus_per_worker": 1.0, "allow_mixed": True},
+                      "tracking": {"backend": "none"}, "resources": {"gpus_per_worker": 1.0, "allow_mixed": True, "fine_tune_hours": 0.7,
+                                                  "fine_tune_basis": "estimate: a guess"},
                       "storage": "s3://b/x", "name": "other", "data": {"loader_workers": 4},
                       "training": {"eval_batch_size": 64, "lr": 5e-5}})  # lr written out at its default
     assert same.hash == base.hash  # grid selection, tracking, resources, storage, name, throughput, defaults
@@ -164,6 +173,8 @@ BAD = [
      "data.path: '/nonexistent/vqa' does not exist"),
     ("missing pretrained path", "model:\n  pretrained: ./no/such/model\n", "model.pretrained: local directory './no/such/model' does not exist"),
     ("bad yaml", "training: [unclosed\n", "not valid YAML"),
+    ("basis without hours", "resources:\n  fine_tune_basis: measured on one A100\n",
+     "resources.fine_tune_basis: given without resources.fine_tune_hours"),
 ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -91,6 +92,46 @@ def test_plan_command_json(smoke_file):
     assert s["fine_tunes"] == 10 and s["critical_path"] == 4 and s["naive_fine_tunes"] == 22
     assert s["gpu_hours"] == 5.0 and s["wall_hours"] == 2.5
     assert s["trials"][0]["trial"] == "dense-L0-s0"
+
+
+def test_plan_states_the_basis_of_its_gpu_hours(capsys, smoke_file):
+    from lxsweep.cli import main
+
+    paper = Path(__file__).resolve().parents[1] / "experiments" / "paper.yaml"
+    assert main(["plan", str(paper), "--json", "--no-checks"]) == 0  # the paper's data and table live on the cluster
+    s = json.loads(capsys.readouterr().out)
+    assert s["levels"][-1]["sparsity"] >= 0.9 and s["fine_tune_basis"].startswith("estimate: ")
+    assert s["gpu_hours"] == round(s["fine_tunes"] * s["fine_tune_hours"], 2)
+    assert main(["plan", str(paper), "--no-checks"]) == 0
+    assert f"\n  basis: {s['fine_tune_basis']}\n" in capsys.readouterr().out
+    # Hours nobody explained are priced, and said to be unexplained.
+    assert main(["plan", str(smoke_file), "--no-checks", "--set", "resources.fine_tune_hours=0.5"]) == 0
+    assert "\n  basis: not stated — say in resources.fine_tune_basis" in capsys.readouterr().out
+    assert main(["plan", str(smoke_file), "--no-checks", "--json", "--set", "resources.fine_tune_hours=0.5"]) == 0
+    assert json.loads(capsys.readouterr().out)["fine_tune_basis"] is None
+
+
+def test_the_fine_tune_time_bench_prints_lines_plan_reads(capsys, smoke_file):
+    """bench/fine_tune_time.py's two ways (count, time) end in a `resources:` block to paste: it must load and price."""
+    import yaml
+
+    from lxsweep.config import load_experiment
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import fine_tune_time
+
+    ways = {"estimate: ": (["--count"], "4 x 640 training questions"),
+            "measured: ": (["--steps", "2"], "4 epochs x 640 questions (batch 64: 40 steps)")}
+    for kind, (how, work) in ways.items():
+        assert fine_tune_time.main([str(smoke_file), *how, "--questions", "640", "--valid-questions", "100"]) == 0
+        out = capsys.readouterr().out
+        resources = yaml.safe_load(out[out.index("\nresources:\n"):])["resources"]
+        assert resources["fine_tune_basis"].startswith(kind) and work in resources["fine_tune_basis"]
+        assert resources["fine_tune_hours"] > 0
+        exp = load_experiment(smoke_file, [f"resources.{k}={json.dumps(v)}" for k, v in resources.items()])
+        summary = Plan(exp).summary()
+        assert summary["fine_tune_basis"] == resources["fine_tune_basis"]
+        assert summary["gpu_hours"] == round(summary["fine_tunes"] * resources["fine_tune_hours"], 2)
 
 
 def test_scratch_is_a_level_0_control_with_no_parent():

@@ -1,4 +1,6 @@
-"""A criterion and a tracker registered from modules outside the package: trial, status, report, a real Ray sweep.
+"""A criterion and a tracker registered from modules outside the package: trial, status, report (their real
+Ray sweep, DDP on a two-node cluster, is
+tests/test_sweep.py::test_ddp_across_two_nodes_shares_the_store_runs_plugins_and_matches_one_worker).
 
 ``tests/toy_criterion.py`` registers the ``toy`` criterion and
 ``tests/toy_tracker.py`` the ``toy`` tracker; the experiment names both under
@@ -105,19 +107,3 @@ def test_toy_criterion_trial_then_status_and_report_on_experiment_and_store(tmp_
         assert report.stdout.split() == [store.path(f"report/{f}") for f in REPORT_FILES]
         _report_shows_toy(store, tmp_path)
     assert "| toy | 2 |" in Path(store.path("report/results.md")).read_text()
-
-
-@pytest.mark.slow
-def test_toy_criterion_in_a_real_ray_sweep(tmp_path):
-    sets = _sets(tmp_path, "[toy, random]", 1)
-    proc = cli("launch", str(SMOKE), "--quiet", *_args(sets))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    exp = load_experiment(SMOKE, sets)
-    store = Store.for_experiment(exp)
-    for name in ("dense-L0-s0", "toy-L1-s0", "random-L1-s0"):
-        assert store.exists(f"trials/{name}/metrics.json"), name
-    meta = pruning.read_mask_metadata(store.path(mask_path("toy-L1-s0")))
-    assert json.loads(meta["kind"]) == "toy"  # made in the Ray worker of dense-L0-s0, which imported the plugin
-    assert _tracked(store, exp.store_name, "toy-L1-s0") == ["epoch"] * exp.training.epochs + ["final", "close"]
-    assert json.loads(Path(store.path("toy/summary.json")).read_text()) == ["dense-L0-s0", "random-L1-s0", "toy-L1-s0"]
-    _report_shows_toy(store, tmp_path)

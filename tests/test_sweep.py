@@ -6,6 +6,7 @@ most assertions.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -234,40 +235,50 @@ def test_worker_crash_resumes_and_a_trial_failing_for_good_skips_its_descendants
     assert [h["epoch"] for h in segments[-1]["history"] if "accuracy" in h] == [2]
 
 
-def test_two_workers_ddp_match_one_worker(sweep, tmp_path):
-    exp, store, _ = sweep
-    sets = ("resources.workers_per_trial=2", "pruning.subnetworks=[random]", "pruning.levels=1", "tracking.backend=none")
-    proc = launch(tmp_path, *sets)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    ddp = Store.for_experiment(experiment(tmp_path, *sets))
-    m = ddp.read_json("trials/dense-L0-s0/metrics.json")
-    assert m["world_size"] == 2
-    assert len(m["replica_digests"]) == 2 and len(set(m["replica_digests"])) == 1  # both ranks hold the same weights
-    assert len(ddp.listdir("trials/dense-L0-s0/attempts")) == 1  # only rank 0 writes artifacts
-    one = store.read_json("trials/dense-L0-s0/metrics.json")
-    # Same global batches; only dropout streams and float summation order differ.
-    assert abs(m["accuracy"] - one["accuracy"]) <= 0.03
-
-
-def test_multi_node_cluster_shares_the_store(tmp_path):
+def test_ddp_across_two_nodes_shares_the_store_runs_plugins_and_matches_one_worker(sweep, tmp_path):
+    """Two worker nodes of one CPU each: every trial is a two-worker DDP group spanning both (nothing else
+    fits), writing one shared store; the workers import the experiment's plugins (a criterion and a tracker
+    from tests/, which lxsweep/ knows nothing of); the result matches the one-worker sweep's."""
     from ray.cluster_utils import Cluster
 
+    from test_plugins import TESTS, _report_shows_toy, _tracked
+
     os.environ["RAY_AUTH_MODE"] = "disabled"
+    # Nodes inherit this process's environment: the plugins must be importable in every Ray worker.
+    pythonpath = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(TESTS), *([pythonpath] if pythonpath else [])])
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "resources": {"driver_slot": 4}})
     try:
         for _ in range(2):
             cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
-        sets = ("pruning.subnetworks=[random]", "tracking.backend=none")
+        sets = ("plugins=[toy_criterion, toy_tracker]", "tracking.backend=toy", "pruning.subnetworks=[toy, random]",
+                "pruning.levels=1", "resources.workers_per_trial=2")
         args = [sys.executable, "-m", "lxsweep.cli", "launch", str(SMOKE), "--quiet", "--address", cluster.address]
         for s in (*BASE, f"storage={tmp_path}", *sets):
             args += ["--set", s]
         proc = subprocess.run(args, capture_output=True, text=True, env=_env(), timeout=600)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-        store = Store.for_experiment(experiment(tmp_path, *sets))
+        exp = experiment(tmp_path, *sets)
+        store = Store.for_experiment(exp)
         names = store.listdir("trials")
-        assert all(store.exists(f"trials/{n}/metrics.json") for n in names) and len(names) == 3
-        nodes = {store.read_json(f"trials/{n}/node.json")["node_id"] for n in names}
-        assert len(nodes) >= 2
+        assert sorted(names) == ["dense-L0-s0", "random-L1-s0", "toy-L1-s0"]
+        assert all(store.exists(f"trials/{n}/metrics.json") for n in names)
     finally:
         cluster.shutdown()
+        if pythonpath is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = pythonpath
+    meta = pruning.read_mask_metadata(store.path(mask_path("toy-L1-s0")))
+    assert json.loads(meta["kind"]) == "toy"  # made in the Ray worker of dense-L0-s0, which imported the plugin
+    assert _tracked(store, exp.store_name, "toy-L1-s0") == ["epoch"] * exp.training.epochs + ["final", "close"]
+    assert json.loads(Path(store.path("toy/summary.json")).read_text()) == ["dense-L0-s0", "random-L1-s0", "toy-L1-s0"]
+    _report_shows_toy(store, tmp_path)
+    m = store.read_json("trials/dense-L0-s0/metrics.json")
+    assert m["world_size"] == 2
+    assert len(m["replica_digests"]) == 2 and len(set(m["replica_digests"])) == 1  # both ranks hold the same weights
+    assert len(store.listdir("trials/dense-L0-s0/attempts")) == 1  # only rank 0 writes artifacts
+    one = sweep[1].read_json("trials/dense-L0-s0/metrics.json")
+    # Same global batches; only float summation order differs.
+    assert abs(m["accuracy"] - one["accuracy"]) <= 0.03

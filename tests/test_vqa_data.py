@@ -315,7 +315,7 @@ def test_load_errors_name_the_store(files: dict[str, Path], tmp_path: Path) -> N
         load_vqa_store(tmp_path / "nowhere")
     out = prepare_vqa(tmp_path / "store", splits=fixture_splits(files), feature_tsvs=[files["features"]],
                       ans2label=files["ans2label"])
-    with pytest.raises(VQAStoreError, match=r"store: no split 'test'; available: minival, train"):
+    with pytest.raises(VQAStoreError, match=r"store: no split 'test' — use one of minival, train"):
         load_vqa_store(out, valid_split="test")
     (out / "manifest.json").unlink()
     with pytest.raises(VQAStoreError, match="store: no manifest.json"):

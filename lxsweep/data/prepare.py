@@ -64,8 +64,8 @@ def prepare_vqa(
     else:
         answers = build_answer_vocab((r for name in vocab_splits for r in records[name]), min_count)
         if not answers:
-            raise VQAInputError(f"no answer occurs {min_count} or more times in split(s) {', '.join(vocab_splits)}; "
-                                f"lower --min-count or pass --ans2label")
+            raise VQAInputError(f"no answer occurs {min_count} or more times in split(s) {', '.join(vocab_splits)} "
+                                f"— lower --min-count or pass --ans2label")
         vocab_source = {"source": "min_count", "min_count": min_count, "vocab_splits": list(vocab_splits)}
     if limit is not None:
         records = {name: recs[:limit] for name, recs in records.items()}
@@ -260,7 +260,7 @@ def _truncate_npy_rows(path: Path, num_rows: int) -> None:
         else:
             np.lib.format.write_array_header_2_0(handle, header)
         if handle.tell() != data_offset:
-            raise RuntimeError(f"{path}: the rewritten .npy header moved the data; the file is corrupt, run prepare again")
+            raise RuntimeError(f"{path}: the rewritten .npy header moved the data, so the file is corrupt — run `lxsweep prepare-vqa` again")
         handle.truncate(data_offset + num_rows * int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize)
 
 
@@ -269,8 +269,8 @@ def _write_split(directory: Path, name: str, records: list[dict[str, Any]], rows
     kept = [r for r in records if r["image_id"] in rows]
     dropped = len(records) - len(kept)
     if not kept:
-        raise VQAInputError(f"split {name}: none of its {len(records)} questions has an image in the feature TSVs; "
-                            f"is its TSV missing from --features?")
+        raise VQAInputError(f"split {name}: none of its {len(records)} questions has an image in the feature TSVs "
+                            f"— add the TSV holding its images to --features")
     if dropped:
         print(f"warning: split {name}: dropped {dropped} of {len(records)} questions whose image has no row "
               f"in the feature TSVs", file=sys.stderr)

@@ -56,7 +56,7 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         raise VQAStoreError(f"{store}: not a directory (a VQA store is the directory `lxsweep prepare-vqa --out` made)")
     manifest_path = store / MANIFEST_FILE
     if not manifest_path.exists():
-        raise VQAStoreError(f"{store}: no {MANIFEST_FILE}; not a store made by `lxsweep prepare-vqa`")
+        raise VQAStoreError(f"{store}: no {MANIFEST_FILE}, so it is not a store made by `lxsweep prepare-vqa` — point at one, or build it with `lxsweep prepare-vqa`")
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -81,7 +81,7 @@ def load_vqa_store(path: str | Path, train_split: str = "train", valid_split: st
     manifest = read_manifest(store)
     for split in (train_split, valid_split):
         if split not in manifest["splits"]:
-            raise VQAStoreError(f"{store}: no split {split!r}; available: {', '.join(sorted(manifest['splits']))}")
+            raise VQAStoreError(f"{store}: no split {split!r} — use one of {', '.join(sorted(manifest['splits']))}")
     mode = "r" if mmap else None
     features = _load_npy(store / manifest["features"], mode)
     boxes = _load_npy(store / manifest["boxes"], mode)
@@ -109,9 +109,9 @@ def _load_npy(path: Path, mmap_mode: str | None) -> np.ndarray:
     try:
         return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
     except FileNotFoundError:
-        raise VQAStoreError(f"{path}: missing from the store; run `lxsweep prepare-vqa` again") from None
+        raise VQAStoreError(f"{path}: missing from the store — run `lxsweep prepare-vqa` again") from None
     except (OSError, ValueError) as exc:
-        raise VQAStoreError(f"{path}: unreadable ({exc}); run `lxsweep prepare-vqa` again") from None
+        raise VQAStoreError(f"{path}: unreadable ({exc}) — run `lxsweep prepare-vqa` again") from None
 
 
 def _load_box_labels(store: Path, manifest: Mapping[str, Any], name: str) -> np.ndarray | None:
@@ -121,8 +121,8 @@ def _load_box_labels(store: Path, manifest: Mapping[str, Any], name: str) -> np.
     labels = _load_npy(store / manifest[name], None)
     expected = (manifest["num_images"], manifest["num_boxes"])
     if labels.shape != expected or labels.dtype != np.int64:
-        raise VQAStoreError(f"{store / manifest[name]}: {labels.dtype} {labels.shape}, manifest says int64 {expected}; "
-                            f"run `lxsweep prepare-vqa` again")
+        raise VQAStoreError(f"{store / manifest[name]}: {labels.dtype} {labels.shape}, manifest says int64 {expected} "
+                            f"— run `lxsweep prepare-vqa` again")
     return labels
 
 
@@ -138,14 +138,14 @@ def _load_split(store: Path, name: str, manifest: Mapping[str, Any],
         with open(directory / QUESTIONS_FILE, encoding="utf-8") as handle:
             records = [json.loads(line) for line in handle]
     except FileNotFoundError:
-        raise VQAStoreError(f"{directory / QUESTIONS_FILE}: missing from the store; run `lxsweep prepare-vqa` again") from None
+        raise VQAStoreError(f"{directory / QUESTIONS_FILE}: missing from the store — run `lxsweep prepare-vqa` again") from None
     except json.JSONDecodeError as exc:
         raise VQAStoreError(f"{directory / QUESTIONS_FILE}: unreadable ({exc})") from None
     n = manifest["splits"][name]["questions"]
     sizes = {"question_ids": len(question_ids), "image_index": len(image_index), "target_labels": len(labels),
              "target_scores": len(scores), QUESTIONS_FILE: len(records)}
     if any(size != n for size in sizes.values()) or labels.shape != scores.shape:
-        raise VQAStoreError(f"{directory}: row counts {sizes} disagree with the manifest's {n}; run `lxsweep prepare-vqa` again")
+        raise VQAStoreError(f"{directory}: row counts {sizes} disagree with the manifest's {n} — run `lxsweep prepare-vqa` again")
     if n and (image_index.min() < 0 or image_index.max() >= len(features)):
         raise VQAStoreError(f"{directory / 'image_index.npy'}: rows outside the {len(features)} stored images")
     return VQASplit(

@@ -40,7 +40,7 @@ def load_answer_vocab(path: str | Path) -> list[str]:
                             f"(LXMERT's trainval_ans2label.json), got {type(data).__name__}")
     bad = [(a, i) for a, i in data.items() if not isinstance(i, int) or isinstance(i, bool)]
     if bad:
-        raise VQAInputError(f"{path}: label ids must be integers; answer {bad[0][0]!r} has {bad[0][1]!r}")
+        raise VQAInputError(f"{path}: answer {bad[0][0]!r} has label id {bad[0][1]!r} — label ids must be integers")
     n = len(data)
     ids = Counter(data.values())
     missing = sorted(set(range(n)) - set(ids))

@@ -52,5 +52,5 @@ def backend(name: str) -> Backend:
     if name not in _BACKENDS and name in BUILTIN:
         importlib.import_module(BUILTIN[name])
     if name not in _BACKENDS:
-        raise KeyError(f"unknown tracking backend {name!r}; expected one of {', '.join(tracker_names())}")
+        raise KeyError(f"unknown tracking backend {name!r} — use one of {', '.join(tracker_names())}")
     return _BACKENDS[name]
