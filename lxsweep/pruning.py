@@ -298,6 +298,19 @@ def _check_sparsity(value: float) -> None:
         raise ValueError(f"sparsity must be in [0, 1), got {value!r}")
 
 
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown pruning kind {kind!r}; expected one of {list(KINDS)}")
+
+
+def _check_ranking_inputs(name: str, w: Tensor, m: Tensor) -> None:
+    """One tensor a magnitude ranking reads: its mask is a bool tensor of its shape, its weights have no NaN."""
+    if m.shape != w.shape or m.dtype != torch.bool:
+        raise ValueError(f"mask for {name} must be a bool tensor of shape {tuple(w.shape)}, got {m.dtype} {tuple(m.shape)}")
+    if torch.isnan(w).any():
+        raise ValueError(f"weights of {name} contain NaN; cannot rank magnitudes")
+
+
 def _still_to_remove(flags: Sequence[Tensor], sparsity: float, what: str) -> int:
     # Pruning is only ever *to* a sparsity: a mask never gets weights back.
     total = sum(f.numel() for f in flags)
@@ -338,8 +351,7 @@ def magnitude_mask(
     Returns new CPU bool tensors in the order of ``weights``.
     """
     _check_sparsity(sparsity)
-    if kind not in KINDS:
-        raise ValueError(f"unknown pruning kind {kind!r}; expected one of {list(KINDS)}")
+    _check_kind(kind)
     if set(weights) != set(current):
         only_w = sorted(set(weights) - set(current))
         only_m = sorted(set(current) - set(weights))
@@ -349,13 +361,7 @@ def magnitude_mask(
     survivors = {}
     for name, w in weights.items():
         m = current[name]
-        if m.shape != w.shape or m.dtype != torch.bool:
-            raise ValueError(
-                f"mask for {name} must be a bool tensor of shape {tuple(w.shape)}, "
-                f"got {m.dtype} {tuple(m.shape)}"
-            )
-        if torch.isnan(w).any():
-            raise ValueError(f"weights of {name} contain NaN; cannot rank magnitudes")
+        _check_ranking_inputs(name, w, m)
         survivors[name] = m.detach().to("cpu").reshape(-1)
 
     def keys(name: str) -> Tensor:
@@ -426,14 +432,12 @@ def stepwise_mask(weights: Mapping[str, Tensor], current: Mask, steps: int, rate
     the result is a subset of ``current``, on the CPU. One sort per tensor
     (on the weights' device) serves every step.
     """
-    if kind not in KINDS:
-        raise ValueError(f"unknown pruning kind {kind!r}; expected one of {list(KINDS)}")
+    _check_kind(kind)
     if operator.index(steps) < 0 or not 0.0 < rate < 1.0:
         raise ValueError(f"stepwise pruning needs steps >= 0 and a rate in (0, 1), got {steps!r}, {rate!r}")
     out = {}
     for name, w in weights.items():
-        if torch.isnan(w).any():
-            raise ValueError(f"weights of {name} contain NaN; cannot rank magnitudes")
+        _check_ranking_inputs(name, w, current[name])
         # On the weights' device: a GPU sorts LXMERT-base's tensors in milliseconds, a CPU takes about a minute.
         key = w.detach().float().reshape(-1).abs()
         if kind == "high":
