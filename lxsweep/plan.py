@@ -101,12 +101,19 @@ def parent(exp: Experiment, key: TrialKey) -> TrialKey | None:
     return TrialKey(key.level - 1, crit.chain, key.seed)
 
 
+def keeps_weights(exp: Experiment, key: TrialKey) -> bool:
+    """``training.keep_weights``: every trial, only tickets (the ticket criterion and dense), or none."""
+    keep = exp.training.keep_weights
+    return keep == "all" or (keep == "tickets" and key.subnetwork in (DENSE, subnetworks.TICKET))
+
+
 def child_masks(exp: Experiment, key: TrialKey) -> list[TrialKey]:
     """The masks this trial computes from its trained weights when it finishes.
 
     Each is named after the trial that trains with it (``low-L3-s0`` is the
     mask low level 3 uses). Dense feeds level 1 of every chain (iterative) or
-    every level (oneshot, stepwise); a chain trial feeds its chain's next
+    every level a trial trains (oneshot, stepwise; every level when the dense
+    weights are not kept, as nothing could rebuild one later); a chain trial feeds its chain's next
     level, also past the last planned one when the schedule defines it (a rate
     does, an explicit ``sparsities`` list ends): the mask is small, and raising
     ``pruning.levels`` later then continues every finished chain from the
@@ -122,9 +129,17 @@ def child_masks(exp: Experiment, key: TrialKey) -> list[TrialKey]:
 
     levels = range(1, exp.num_levels + 1)
     if key.subnetwork == DENSE:
-        chosen = levels if exp.from_dense else levels[:1]
         seeds = [s for s in exp.seeds if exp.dense_seed(s) == key.seed] or [key.seed]
-        return [k for s in seeds for c in chains for level in chosen for k in with_followers(level, c, s)]
+        if not exp.from_dense:
+            return [k for s in seeds for c in chains for k in with_followers(1, c, s)]
+        if not keeps_weights(exp, key):
+            return [k for s in seeds for c in chains for level in levels for k in with_followers(level, c, s)]
+        # From the dense weights, only the levels the experiment trains: with paper-code.yaml's 22 steps and 9
+        # trained levels that is 9 of 22 masks (LXMERT-base: ~22 MB each, per criterion and seed). A level
+        # added later is rebuilt from the kept dense weights (train._mask_from_kept_weights).
+        used = {c: set(exp.levels_of(c)) for c in wanted}
+        return [TrialKey(level, c, s) for s in seeds for chain in chains for level in levels
+                for c in [chain, *subnetworks.followers(chain, wanted)] if level in used[c]]
     entry = subnetworks.get(key.subnetwork)
     if isinstance(entry, subnetworks.Criterion) and entry.iterative and exp.pruning.schedule == "iterative":
         if exp.pruning.sparsities is not None and key.level >= len(exp.pruning.sparsities):

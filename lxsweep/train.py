@@ -36,7 +36,7 @@ from lxsweep.data.source import load_dataset
 from lxsweep.facts import check_compatible, resolved_facts
 from lxsweep.metric import accuracy_metrics
 from lxsweep.pretrain import rewind_point
-from lxsweep.plan import TrialKey, child_masks, dense_key, mask_source, parent, validate_key
+from lxsweep.plan import TrialKey, child_masks, dense_key, keeps_weights, mask_source, parent, validate_key
 from lxsweep.store import (EXPERIMENT_FILE, HEARTBEAT_SECONDS, CorruptStoreFile, Store, attempt_path, failed_path,
                            mask_path, metrics_path, read_experiment, read_metrics, rewind_path, sparsity_path,
                            weights_path)
@@ -234,12 +234,6 @@ def trial_mask_name(exp: Experiment, key: TrialKey) -> Optional[str]:
 
 
 # -- trained weights --------------------------------------------------------------
-
-
-def keeps_weights(exp: Experiment, key: TrialKey) -> bool:
-    """``training.keep_weights``: every trial, only tickets (the ticket criterion and dense), or none."""
-    keep = exp.training.keep_weights
-    return keep == "all" or (keep == "tickets" and key.subnetwork in (DENSE, subnetworks.TICKET))
 
 
 def write_weights(exp: Experiment, key: TrialKey, store: Store, model: torch.nn.Module) -> Optional[dict]:

@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 
 from lxsweep import pruning
 from lxsweep.config import load_experiment
-from lxsweep.plan import TrialKey
+from lxsweep.plan import TrialKey, keeps_weights
 from lxsweep.store import Store, mask_path, metrics_path, weights_path
-from lxsweep.train import keeps_weights, run_trial
+from lxsweep.train import run_trial
 
 K = TrialKey.parse
 QUIET = {"log": lambda s: None}

@@ -43,6 +43,10 @@ def test_oneshot_and_rewind_step_change_the_dag():
     one = from_dict({"pruning": {"levels": 3, "schedule": "oneshot"}})
     assert parent(one, K("low-L3-s0")) == K("dense-L0-s0")
     assert len(child_masks(one, K("dense-L0-s0"))) == 6  # every level of both chains from the dense weights
+    # Only the levels trials train; all of them when no kept dense weights could rebuild one later.
+    some = {"pruning": {"levels": 3, "schedule": "oneshot", "levels_of": {"low": [3]}}}
+    assert child_masks(from_dict(some), K("dense-L0-s0")) == [K("low-L3-s0"), K("high-L1-s0"), K("high-L2-s0"), K("high-L3-s0")]
+    assert len(child_masks(from_dict({**some, "training": {"keep_weights": "none"}}), K("dense-L0-s0"))) == 6
     step = from_dict({"pruning": {"levels": 2}, "rewind": {"to": "step", "step": 10}})
     assert parent(step, K("random-L2-s0")) == K("dense-L0-s0")  # rewinds to the dense run's step-10 weights
 

@@ -179,28 +179,44 @@ def test_unenforced_mask_regrows_under_adamw_and_metrics_say_so(smoke_file, tiny
 # -- a dense trial writes every level's and every follower's mask (a + b + c + f together) ----------
 
 
-def test_stepwise_dense_trial_writes_every_level_and_follower_for_every_seed(smoke_file, tiny_overrides):
-    exp = load_experiment(smoke_file, [*tiny_overrides, "seeds=[0, 1]", "rewind.dense_seed=0",
-                                       "pruning.schedule=stepwise", "pruning.rate=0.2", "pruning.levels=3",
-                                       "pruning.subnetworks=[low, code_high, code_random, layer_random]",
-                                       "training.weights_dtype=float32"])
+def test_stepwise_dense_trial_writes_the_trained_levels_and_followers_for_every_seed(smoke_file, tiny_overrides):
+    used = "pruning.levels_of={low: [1, 3], code_high: [3], code_random: [1, 3], layer_random: [3]}"
+    overrides = [*tiny_overrides, "seeds=[0, 1]", "rewind.dense_seed=0", "pruning.schedule=stepwise",
+                 "pruning.rate=0.2", "pruning.levels=3", "pruning.subnetworks=[low, code_high, code_random, layer_random]",
+                 "training.weights_dtype=float32"]
+    exp = load_experiment(smoke_file, [*overrides, used])
     store = Store.for_experiment(exp)
     dense = run_trial(exp, K("dense-L0-s0"), store, log=lambda s: None)
-    assert len(dense["child_masks"]) == 2 * 3 * 4
+    # Only the levels some trial trains: level 2 of every criterion is skipped, code_high and layer_random at 1 too.
+    assert sorted(dense["child_masks"]) == sorted(f"{c}-L{lv}-s{s}" for s in (0, 1) for c, lv in
+                                                   [("low", 1), ("low", 3), ("code_high", 3), ("code_random", 1),
+                                                    ("code_random", 3), ("layer_random", 3)])
     from safetensors.torch import load
+
+    from lxsweep.train import initial_model
 
     state = load(store.read_bytes(weights_path("dense-L0-s0")))
     trained = {n: state[n] for n in pruning.prunable_names(state, exp.pruning.scope)}
     mask = lambda name: pruning.load_mask(store.path(mask_path(name)))  # noqa: E731
     for seed in (0, 1):
-        for level in (1, 2, 3):
+        for level in (1, 3):
             low = mask(f"low-L{level}-s{seed}")
             direct = pruning.stepwise_mask(trained, pruning.full_mask(trained), steps=level, rate=0.2)
             assert all(low[n].equal(direct[n]) for n in low), (seed, level)
             for kind in ("code_high", "code_random", "layer_random"):
+                if not store.exists(mask_path(f"{kind}-L{level}-s{seed}")):
+                    continue
                 want = getattr(pruning, f"{kind}_mask")(low, seed, level)
                 got = mask(f"{kind}-L{level}-s{seed}")
                 assert all(got[n].equal(want[n]) for n in low), (kind, seed, level)
+    # A level asked for later is rebuilt from the kept dense weights, as the dense trial would have made it.
+    later = load_experiment(smoke_file, overrides)
+    answers = state["answer_head.logit_fc.3.weight"].shape[0]
+    _, _, rebuilt = initial_model(later, K("code_high-L2-s1"), store, answers, log=lambda s: None)
+    low2 = pruning.stepwise_mask(trained, pruning.full_mask(trained), steps=2, rate=0.2)
+    want = pruning.code_high_mask(low2, 1, 2)
+    assert all(rebuilt[n].equal(want[n]) for n in want)
+    assert store.exists(mask_path("code_high-L2-s1"))
 
 
 # -- (e) the code's tensor scope -------------------------------------------------------------------

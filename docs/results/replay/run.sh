@@ -2,7 +2,7 @@
 # The replay study (docs/results/replay/README.md): the embedded study's correct protocol
 # (experiments/demo.yaml), then the published code's deviations (docs/PAPER_CODE.md) switched on.
 # Every run is experiments/demo.yaml plus the overrides below, so each step changes only what it names.
-# Run from the repository root; about 2 h on a 2-core CPU. Each launch resumes its own store.
+# Run from the repository root; about 1 h 40 min on a 2-core CPU (2 trials at a time). Each launch resumes its own store.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 
@@ -24,9 +24,9 @@ SAME_START=(--set 'model.config={}' --set 'model.pretraining={}'
 #    mask not enforced while retraining, its tensor scope, one dense fine-tune for all seeds.
 lxsweep launch experiments/demo.yaml --resume --set name=replay-code "${SAME_START[@]}" \
   --set training.enforce_mask=false --set pruning.rate=0.1 --set pruning.schedule=stepwise \
-  --set pruning.levels=12 --set 'pruning.nominal=[0.2,0.5,0.7]' \
+  --set pruning.levels=12 --set 'pruning.nominal=[0.5,0.7]' \
   --set 'pruning.subnetworks=[low,code_high,code_random]' \
-  --set 'pruning.levels_of={low: [3,7,12], code_high: [3,7,12], code_random: [3,7,12]}' \
+  --set 'pruning.levels_of={low: [7,12], code_high: [7,12], code_random: [7,12]}' \
   --set 'pruning.scope=[published_code]' --set rewind.dense_seed=0
 
 # 3. One deviation alone: the mask not enforced while retraining (pruned weights regrow), with
@@ -34,7 +34,7 @@ lxsweep launch experiments/demo.yaml --resume --set name=replay-code "${SAME_STA
 lxsweep launch experiments/demo.yaml --resume --set name=replay-no-enforce "${SAME_START[@]}" \
   --set training.enforce_mask=false --set pruning.levels=4 \
   --set 'pruning.subnetworks=[low,random,high]' \
-  --set 'pruning.levels_of={low: [1,2,3,4], high: [1], random: [1,4]}'
+  --set 'pruning.levels_of={low: [1], high: [1], random: [1,4]}'
 
 for store in runs/demo-6c9e05ebd7 runs/replay-code-* runs/replay-no-enforce-*; do
   lxsweep report "$store"
