@@ -42,7 +42,8 @@ BASELINE_STYLE = {"blind": (":", "blind (question only)"), "majority": ("-.", "m
 COMPARISONS = (("low", DENSE), ("low", "random"), ("high", "random"), ("low", "high"), ("random", DENSE),
                ("reinit", "low"),
                # the replay of the paper's code (docs/PAPER_CODE.md) and the layer-matched control
-               ("code_high", "code_random"), ("code_high", "random"), ("code_random", "random"), ("low", "code_random"), ("low", "code_high"),
+               ("code_high", "code_random"), ("code_high", "random"), ("code_random", "random"),
+               ("low", "code_random"), ("low", "code_high"),
                ("low", "layer_random"), ("layer_random", "random"))
 GROUPS = ("language", "vision", "cross", "pooler")
 
