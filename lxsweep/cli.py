@@ -167,10 +167,23 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from lxsweep.report import write_report
 
-    # An experiment file's own pruning.nominal (a selection: it may differ from the store's record) is read off.
-    is_file = args.target.endswith((".yaml", ".yml"))
-    nominal = (load_experiment(args.target, args.overrides, check=False).pruning.nominal or None) if is_file else None
-    paths = write_report(_store_from_arg(args.target, args.overrides), nominal)
+    from lxsweep.plan import Plan
+    from lxsweep.store import finished_trials
+
+    store = _store_from_arg(args.target, args.overrides)
+    nominal, trials = None, None
+    if args.target.endswith((".yaml", ".yml")):
+        # An experiment file is a selection of its store (levels_of, subnetworks, nominal points: none of them
+        # hashed): report that grid and its read-off points, not every trial another selection added.
+        exp = load_experiment(args.target, args.overrides, check=False)
+        nominal, trials = exp.pruning.nominal or None, {k.name for k in Plan(exp).trials}
+        others = len(finished_trials(store) - trials)
+        if others:
+            print(f"lxsweep: reporting the experiment's grid; {others} other finished trial(s) in the store are left "
+                  f"out (report the store directory for all of them)", file=sys.stderr)
+    paths = write_report(store, nominal, trials, args.out)
+    if not paths:
+        raise UserError(f"{args.target}: no finished trial to report yet — wait for one (lxsweep status) or launch it")
     for p in paths:
         print(p)
     return 0
@@ -419,8 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _parser(sub, "report", "write results.csv, results.md and accuracy_vs_sparsity.png into the store",
                 "lxsweep report runs/smoke-<hash>")
-    p.add_argument("target", help="a store directory/URI or an experiment file")
+    p.add_argument("target", help="a store directory/URI (every trial in it) or an experiment file (its grid)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--out", type=Path, metavar="DIR", help="write the report here instead of <store>/report")
     p.set_defaults(func=cmd_report)
 
     p = _parser(sub, "export", "a trial's subnetwork as a Hugging Face directory (pruned weights zero) plus a sparse file",

@@ -25,7 +25,7 @@ import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 from lxsweep import subnetworks
 from lxsweep.stats import paired_difference
@@ -595,24 +595,39 @@ def report_nominal(store: Store) -> list[float]:
         return []
 
 
-def write_report(store: Store, nominal: Optional[list[float]] = None) -> list[str]:
-    """Write the report files (:data:`REPORT_FILES`) into ``<store>/report``; returns their paths.
+def write_report(store: Store, nominal: Optional[list[float]] = None, trials: Optional[Iterable[str]] = None,
+                 out: Optional[str | Path] = None) -> list[str]:
+    """Write the report files (:data:`REPORT_FILES`) into ``<store>/report`` (or the local directory ``out``).
 
     ``nominal``: the sparsities to read off (default: the store's recorded ``pruning.nominal``).
+    ``trials``: report only these finished trials (an experiment's grid; default: every trial in the store).
+    Returns the written files' paths.
     """
     import tempfile
 
     rows = load_rows(store, with_history=True)
+    if trials is not None:
+        wanted = set(trials)
+        rows = [r for r in rows if r["trial"] in wanted]
     if not rows:
         return []
     title = report_title(store)
     baselines = load_baselines(store)
     sparsity = load_group_sparsity(store, rows)
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+
+    def put(name: str, data: bytes) -> str:
+        if out is None:
+            store.write_bytes(report_path(name), data)
+            return store.path(report_path(name))
+        (Path(out) / name).write_bytes(data)
+        return str(Path(out) / name)
+
     csv_name, md_name, png_name, curves_name, where_name = REPORT_FILES
-    store.write_bytes(report_path(csv_name), to_csv(rows).encode())
-    store.write_bytes(report_path(md_name), to_markdown(rows, title, baselines, sparsity,
-                                                          report_nominal(store) if nominal is None else nominal).encode())
-    written = [csv_name, md_name]
+    written = [put(csv_name, to_csv(rows).encode()),
+               put(md_name, to_markdown(rows, title, baselines, sparsity,
+                                        report_nominal(store) if nominal is None else nominal).encode())]
     with tempfile.TemporaryDirectory() as tmp:
         figures = [(png_name, lambda p: plot(rows, p, f"{title}: accuracy vs sparsity (mean, band ±1 std over seeds)", baselines)),
                    (curves_name, lambda p: plot_curves(rows, p, f"{title}: validation accuracy per epoch (mean over seeds)")),
@@ -621,6 +636,5 @@ def write_report(store: Store, nominal: Optional[list[float]] = None) -> list[st
             path = Path(tmp) / name
             draw(path)
             if path.exists():
-                store.write_bytes(report_path(name), path.read_bytes())
-                written.append(name)
-    return [store.path(report_path(name)) for name in written]
+                written.append(put(name, path.read_bytes()))
+    return written

@@ -80,3 +80,25 @@ def test_plateau_table_flags_arms_still_learning_when_training_ended():
     assert not plateau["low"]["rising"] and plateau["low"]["gain"] == pytest.approx(0.0006667, abs=1e-6)
     assert plateau["random"]["rising"] and plateau["random"]["gain"] == pytest.approx(0.1)
     assert "1 of 2 (subnetwork, level) arms gained more than one point" in to_markdown(rows, "t")
+
+
+def test_an_experiment_file_reports_its_own_grid_and_out_writes_elsewhere(tmp_path, capsys):
+    """levels_of and subnetworks select from a store: the report of a selection is that grid, not the whole store."""
+    import shutil
+
+    from conftest import ROOT
+
+    from lxsweep.cli import main
+
+    shutil.copytree(ROOT / "docs" / "results" / "demo" / "store", tmp_path / "demo-6c9e05ebd7",
+                    ignore=shutil.ignore_patterns("report"))
+    out = tmp_path / "only-high-random"
+    assert main(["report", str(ROOT / "experiments" / "demo.yaml"), "--set", f"storage={tmp_path}",
+                 "--set", "pruning.subnetworks=[low, random, high]", "--set", "pruning.levels=2",
+                 "--set", "pruning.levels_of={random: [1], high: [1]}", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    trials = sorted(line.split(",")[0] for line in (out / "results.csv").read_text().splitlines()[1:])
+    assert trials == sorted(f"{t}-s{s}" for s in range(3) for t in ("dense-L0", "low-L1", "low-L2", "random-L1", "high-L1"))
+    left_out = 66 - 15  # the committed demo ran 66 trials
+    assert f"{left_out} other finished trial(s) in the store are left out" in err
+    assert (out / "accuracy_vs_sparsity.png").is_file() and not (tmp_path / "demo-6c9e05ebd7" / "report").exists()
