@@ -26,6 +26,7 @@ TINY = [
     "pruning.sparsities=null",  # levels come from pruning.rate/levels in tests
     "pruning.rate=0.3",
     "pruning.levels=3",
+    "pruning.levels_of={}",  # every level of every subnetwork (the smoke experiment trains high at one)
 ]
 
 
