@@ -145,7 +145,7 @@ def test_old_tracking_key_says_what_to_write(tmp_path):
 def test_status_and_report_on_an_old_store_use_its_recorded_hash(tmp_path):
     """A store written before the hash scheme (and the tracking key) changed still opens under its own name."""
     store = tmp_path / "demo-0123456789"
-    shutil.copytree(ROOT / "docs" / "results" / "demo" / "store", store, ignore=shutil.ignore_patterns("report"))
+    shutil.copytree(ROOT / "docs" / "results" / "demo" / "demo-6c9e05ebd7", store, ignore=shutil.ignore_patterns("report"))
     raw = from_dict({"name": "demo", "seeds": [0, 1, 2]}).to_dict()
     raw["tracking"] = {"wandb": "offline", "project": "lxsweep", "entity": None}  # the old key
     (store / "experiment.yaml").write_text(yaml.safe_dump({**raw, "hash": "0123456789"}, sort_keys=False))

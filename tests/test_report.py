@@ -90,7 +90,7 @@ def test_an_experiment_file_reports_its_own_grid_and_out_writes_elsewhere(tmp_pa
 
     from lxsweep.cli import main
 
-    shutil.copytree(ROOT / "docs" / "results" / "demo" / "store", tmp_path / "demo-6c9e05ebd7",
+    shutil.copytree(ROOT / "docs" / "results" / "demo" / "demo-6c9e05ebd7", tmp_path / "demo-6c9e05ebd7",
                     ignore=shutil.ignore_patterns("report"))
     out = tmp_path / "only-high-random"
     assert main(["report", str(ROOT / "experiments" / "demo.yaml"), "--set", f"storage={tmp_path}",
@@ -99,6 +99,6 @@ def test_an_experiment_file_reports_its_own_grid_and_out_writes_elsewhere(tmp_pa
     err = capsys.readouterr().err
     trials = sorted(line.split(",")[0] for line in (out / "results.csv").read_text().splitlines()[1:])
     assert trials == sorted(f"{t}-s{s}" for s in range(3) for t in ("dense-L0", "low-L1", "low-L2", "random-L1", "high-L1"))
-    left_out = 66 - 15  # the committed demo ran 66 trials
+    left_out = 120 - 15  # the committed store: the demo's 84 trials and the replay study's 36
     assert f"{left_out} other finished trial(s) in the store are left out" in err
     assert (out / "accuracy_vs_sparsity.png").is_file() and not (tmp_path / "demo-6c9e05ebd7" / "report").exists()
