@@ -2,7 +2,7 @@
 # The replay study (docs/results/replay/README.md): the embedded study's correct protocol
 # (experiments/demo.yaml), then the published code's deviations (docs/PAPER_CODE.md) switched on.
 # Every run is experiments/demo.yaml plus the overrides below, so each step changes only what it names.
-# Run from the repository root; about 1 h 40 min on a 2-core CPU (2 trials at a time). Each launch resumes its own store.
+# Run from the repository root; about 2 h on a 2-core CPU (2 trials at a time). Each launch resumes its own store.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 
@@ -36,6 +36,19 @@ lxsweep launch experiments/demo.yaml --resume --set name=replay-no-enforce "${SA
   --set 'pruning.subnetworks=[low,random,high]' \
   --set 'pruning.levels_of={low: [1], high: [1], random: [1,4]}'
 
-for store in runs/demo-6c9e05ebd7 runs/replay-code-* runs/replay-no-enforce-*; do
-  lxsweep report "$store"
-done
+# 4. One deviation alone: the code's masks (row a), per-tensor 10% steps from the one dense
+#    fine-tune, with the correct protocol otherwise (enforced, lxsweep's scope, own dense seeds).
+lxsweep launch experiments/demo.yaml --resume --set name=replay-stepwise "${SAME_START[@]}" \
+  --set pruning.rate=0.1 --set pruning.schedule=stepwise --set pruning.levels=12 --set 'pruning.nominal=[0.5,0.7]' \
+  --set 'pruning.subnetworks=[low]' --set 'pruning.levels_of={low: [7,12]}'
+
+# The reports (docs/results/replay/*/): step 1 is a selection of the demo's store; the other
+# stores hold only their own grid. Their names carry a hash that depends on this checkout's
+# path (model.pretrained is hashed as the absolute path it resolves to).
+lxsweep report experiments/demo.yaml --set pruning.levels=14 \
+  --set 'pruning.subnetworks=[low,random,high,code_high,code_random,layer_random]' \
+  --set 'pruning.levels_of={low: [1,3,4,6,14], random: [1,3,4,6,14], high: [1], code_high: [1,3,4,6,14], code_random: [4,6], layer_random: [1,4,6,14]}' \
+  --out docs/results/replay/criteria
+lxsweep report runs/replay-code-* --out docs/results/replay/code
+lxsweep report runs/replay-no-enforce-* --out docs/results/replay/no-enforce
+lxsweep report runs/replay-stepwise-* --out docs/results/replay/stepwise
