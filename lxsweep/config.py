@@ -553,7 +553,11 @@ def _validate(exp: Experiment, where: str) -> None:
     for name, chosen in p.levels_of.items():
         key = f"pruning.levels_of.{name}"
         if name not in p.subnetworks:
-            raise ConfigError(f"{where}: {key}: {name!r} is not in pruning.subnetworks {p.subnetworks} — add it there or drop this key")
+            try:
+                subnetworks.get(name)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {key}: {exc}") from None
+            continue  # a selection for a subnetwork this run leaves out (e.g. `--set pruning.subnetworks=[low]`)
         allowed = list(subnetworks.levels(name, exp.num_levels))
         if (not isinstance(chosen, list) or not chosen
                 or any(isinstance(v, bool) or not isinstance(v, int) or v not in allowed for v in chosen)):

@@ -92,7 +92,7 @@ SET_CASES = [
     ("empty subnetworks", ["pruning.subnetworks=[]"], "pruning.subnetworks"),
     ("unknown subnetwork", ["pruning.subnetworks=[low, medium]"], "pruning.subnetworks[1]"),
     ("subnetwork twice", ["pruning.subnetworks=[low, low]"], "pruning.subnetworks"),
-    ("levels_of not in list", ["pruning.subnetworks=[low]", "pruning.levels_of={high: [1]}"], "pruning.levels_of.high"),
+    ("levels_of of an unknown subnetwork", ["pruning.levels_of={hgh: [1]}"], "pruning.levels_of.hgh"),
     ("levels_of out of range", ["pruning.levels_of={high: [9]}"], "pruning.levels_of.high"),
     ("levels_of empty", ["pruning.levels_of={high: []}"], "pruning.levels_of.high"),
     ("empty scope", ["pruning.scope=[]"], "pruning.scope"),

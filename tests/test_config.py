@@ -45,8 +45,10 @@ def test_shipped_experiments_load_and_plan():
 
 def test_levels_of_is_checked_and_selects_only():
     base = {"pruning": {"subnetworks": ["low", "high"], "levels": 3}}
-    with pytest.raises(ConfigError, match=r"pruning.levels_of.random: 'random' is not in pruning.subnetworks"):
-        from_dict({"pruning": {**base["pruning"], "levels_of": {"random": [1]}}})
+    with pytest.raises(ConfigError, match=r"pruning.levels_of.hgh: unknown subnetwork 'hgh'"):
+        from_dict({"pruning": {**base["pruning"], "levels_of": {"hgh": [1]}}})
+    # A known subnetwork the run leaves out: its selection is ignored (smoke.yaml's high, with only low asked for).
+    assert Plan(from_dict({"pruning": {**base["pruning"], "subnetworks": ["low"], "levels_of": {"high": [1]}}})).fine_tunes == 4
     with pytest.raises(ConfigError, match=r"pruning.levels_of.high: \[4\] is out of range — expected a non-empty list of levels among 1..3"):
         from_dict({"pruning": {**base["pruning"], "levels_of": {"high": [4]}}})
     chosen = from_dict({"pruning": {**base["pruning"], "levels_of": {"high": [1]}}})
