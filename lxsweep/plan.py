@@ -137,7 +137,11 @@ def child_masks(exp: Experiment, key: TrialKey) -> list[TrialKey]:
         # From the dense weights, only the levels the experiment trains: with paper-code.yaml's 22 steps and 9
         # trained levels that is 9 of 22 masks (LXMERT-base: ~22 MB each, per criterion and seed). A level
         # added later is rebuilt from the kept dense weights (train._mask_from_kept_weights).
+        # A chain's mask is made at every level a follower of it trains too: the follower is made from it.
         used = {c: set(exp.levels_of(c)) for c in wanted}
+        for chain in chains:
+            for f in subnetworks.followers(chain, wanted):
+                used[chain] = used.get(chain, set()) | used[f]
         return [TrialKey(level, c, s) for s in seeds for chain in chains for level in levels
                 for c in [chain, *subnetworks.followers(chain, wanted)] if level in used[c]]
     entry = subnetworks.get(key.subnetwork)

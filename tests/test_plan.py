@@ -47,6 +47,10 @@ def test_oneshot_and_rewind_step_change_the_dag():
     some = {"pruning": {"levels": 3, "schedule": "oneshot", "levels_of": {"low": [3]}}}
     assert child_masks(from_dict(some), K("dense-L0-s0")) == [K("low-L3-s0"), K("high-L1-s0"), K("high-L2-s0"), K("high-L3-s0")]
     assert len(child_masks(from_dict({**some, "training": {"keep_weights": "none"}}), K("dense-L0-s0"))) == 6
+    # A follower at a level its chain does not train still gets the chain's mask there, made first.
+    follow = {"pruning": {"levels": 3, "schedule": "stepwise", "subnetworks": ["low", "code_high"],
+                          "levels_of": {"low": [1], "code_high": [3]}}}
+    assert child_masks(from_dict(follow), K("dense-L0-s0")) == [K("low-L1-s0"), K("low-L3-s0"), K("code_high-L3-s0")]
     step = from_dict({"pruning": {"levels": 2}, "rewind": {"to": "step", "step": 10}})
     assert parent(step, K("random-L2-s0")) == K("dense-L0-s0")  # rewinds to the dense run's step-10 weights
 
