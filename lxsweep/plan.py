@@ -134,16 +134,20 @@ def child_masks(exp: Experiment, key: TrialKey) -> list[TrialKey]:
             return [k for s in seeds for c in chains for k in with_followers(1, c, s)]
         if not keeps_weights(exp, key):
             return [k for s in seeds for c in chains for level in levels for k in with_followers(level, c, s)]
-        # From the dense weights, only the levels the experiment trains: with paper-code.yaml's 22 steps and 9
-        # trained levels that is 9 of 22 masks (LXMERT-base: ~22 MB each, per criterion and seed). A level
-        # added later is rebuilt from the kept dense weights (train._mask_from_kept_weights).
-        # A chain's mask is made at every level a follower of it trains too: the follower is made from it.
-        used = {c: set(exp.levels_of(c)) for c in wanted}
-        for chain in chains:
-            for f in subnetworks.followers(chain, wanted):
-                used[chain] = used.get(chain, set()) | used[f]
-        return [TrialKey(level, c, s) for s in seeds for chain in chains for level in levels
-                for c in [chain, *subnetworks.followers(chain, wanted)] if level in used[c]]
+        # From the dense weights, only the masks planned trials train with (their mask_source: a control's is its
+        # chain's): with paper-code.yaml's 22 steps and 9 trained levels, 9 of 22 (LXMERT-base: ~22 MB each, per
+        # criterion and seed). A chain's mask is also made where a follower of it trains (the follower is made
+        # from it). A level asked for later is rebuilt from the kept dense weights (train._mask_from_kept_weights).
+        needed = {mask_source(exp, TrialKey(lv, c, s)) for c in wanted for lv in exp.levels_of(c) if lv > 0 for s in seeds}
+        out = []
+        for s in seeds:
+            for c in chains:
+                for level in levels:
+                    group = [k for k in with_followers(level, c, s) if k.name in needed]
+                    if group and group[0].subnetwork != c:
+                        group.insert(0, TrialKey(level, c, s))
+                    out += group
+        return out
     entry = subnetworks.get(key.subnetwork)
     if isinstance(entry, subnetworks.Criterion) and entry.iterative and exp.pruning.schedule == "iterative":
         if exp.pruning.sparsities is not None and key.level >= len(exp.pruning.sparsities):

@@ -51,6 +51,10 @@ def test_oneshot_and_rewind_step_change_the_dag():
     follow = {"pruning": {"levels": 3, "schedule": "stepwise", "subnetworks": ["low", "code_high"],
                           "levels_of": {"low": [1], "code_high": [3]}}}
     assert child_masks(from_dict(follow), K("dense-L0-s0")) == [K("low-L1-s0"), K("low-L3-s0"), K("code_high-L3-s0")]
+    # A control trains with its chain's mask: reinit at level 3 needs low's there though low trains only level 1.
+    control = {"pruning": {"levels": 3, "schedule": "oneshot", "subnetworks": ["low", "reinit"],
+                           "levels_of": {"low": [1], "reinit": [3]}}}
+    assert child_masks(from_dict(control), K("dense-L0-s0")) == [K("low-L1-s0"), K("low-L3-s0")]
     step = from_dict({"pruning": {"levels": 2}, "rewind": {"to": "step", "step": 10}})
     assert parent(step, K("random-L2-s0")) == K("dense-L0-s0")  # rewinds to the dense run's step-10 weights
 
