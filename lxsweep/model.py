@@ -16,6 +16,7 @@ from typing import Callable, Optional, Sequence
 import torch
 import transformers
 from transformers import AutoTokenizer, LxmertConfig, LxmertForQuestionAnswering
+from transformers.models.lxmert import modeling_lxmert
 
 transformers.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
@@ -182,3 +183,40 @@ def init_answer_head(model: LxmertForQuestionAnswering, seed: int) -> None:
 def reinitialize(model: LxmertForQuestionAnswering, seed: int) -> None:
     """Fresh random weights everywhere (the LTH reinitialisation control)."""
     _init_weights(model, model.config.initializer_range, torch.Generator().manual_seed(seed))
+
+
+# -- attention -----------------------------------------------------------------
+
+
+class SdpaAttention(modeling_lxmert.LxmertAttention):
+    """LXMERT's attention through ``torch.nn.functional.scaled_dot_product_attention``.
+
+    The same function as transformers' eager ``LxmertAttention`` (softmax of the
+    scaled scores plus the additive mask, dropout on the probabilities, times the
+    values) and the same parameters, so checkpoints and state dicts are
+    unchanged; one fused kernel instead of materialising the probabilities
+    (memory-efficient attention on GPU; on CPU torch 2.13's softmax over short
+    rows is ~20x slower per element than over long ones, docs/PERFORMANCE.md).
+    Asked for the probabilities (``output_attentions``), it falls back to the eager code.
+    """
+
+    def forward(self, hidden_states, context, attention_mask=None, output_attentions=False):
+        if output_attentions:
+            return super().forward(hidden_states, context, attention_mask, output_attentions)
+        heads, size = self.num_attention_heads, self.attention_head_size
+        q = self.query(hidden_states).unflatten(-1, (heads, size)).transpose(1, 2)
+        k = self.key(context).unflatten(-1, (heads, size)).transpose(1, 2)
+        v = self.value(context).unflatten(-1, (heads, size)).transpose(1, 2)
+        if attention_mask is not None:
+            attention_mask = attention_mask.to(q.dtype)  # the additive mask follows autocast's dtype
+        out = torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=attention_mask, dropout_p=self.dropout.p if self.training else 0.0)
+        return (out.transpose(1, 2).flatten(-2),)
+
+
+def use_sdpa_attention(model: torch.nn.Module) -> torch.nn.Module:
+    """Switch every LXMERT attention module of ``model`` to :class:`SdpaAttention`, in place; returns it."""
+    for module in model.modules():
+        if type(module) is modeling_lxmert.LxmertAttention:
+            module.__class__ = SdpaAttention
+    return model

@@ -45,6 +45,7 @@ import torch
 from transformers import LxmertConfig, LxmertForPreTraining
 
 from lxsweep import model as lxmodel
+from lxsweep import optim
 from lxsweep.config import Experiment, canonical_hash
 from lxsweep.data import VQASplit
 from lxsweep.data.loader import per_image, region_tensors, tokenize
@@ -235,9 +236,8 @@ def run_pretraining(model: LxmertForPreTraining, split: VQASplit, tokenizer, exp
     special = {tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens}
     batches = PretrainingBatches(split, tokens, set(p.objectives), p.mask_prob, tokenizer.vocab_size,
                                  tokenizer.convert_tokens_to_ids(_MASK_TOKEN), special)
-    decay = [x for n, x in model.named_parameters() if x.ndim >= 2 and "LayerNorm" not in n]
-    no_decay = [x for n, x in model.named_parameters() if x.ndim < 2 or "LayerNorm" in n]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=p.lr)
+    lxmodel.use_sdpa_attention(model)
+    optimizer = optim.adamw(model, p.lr, weight_decay=0.01)
     warm = max(1, int(p.warmup * steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / warm if s < warm else max(0.0, (steps - s) / max(1, steps - warm)))
@@ -249,7 +249,7 @@ def run_pretraining(model: LxmertForPreTraining, split: VQASplit, tokenizer, exp
         rows = torch.randint(len(split), (p.batch_size,), generator=gen)
         loss = model(**batches(rows, gen)).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optim.clip_gradients(model.parameters(), 5.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)

@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 
 from lxsweep import model as lxmodel
-from lxsweep import pruning, subnetworks
+from lxsweep import optim, pruning, subnetworks
 from lxsweep.config import Experiment, canonical_hash
 from lxsweep.data import VQADataset, VQASplit
 from lxsweep.data.loader import make_loader, tokenize
@@ -368,12 +368,8 @@ def vqa_loss(logits: torch.Tensor, batch: dict) -> torch.Tensor:
 
 
 def adamw(model: torch.nn.Module, lr: float, weight_decay: float, rt: "Runtime") -> torch.optim.AdamW:
-    """AdamW with weight decay on the matrices only (not on biases and LayerNorm), fused on GPU."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, fused=rt.fused_adamw or None)
+    """The fine-tune's AdamW (:func:`lxsweep.optim.adamw`), fused on GPU."""
+    return optim.adamw(model, lr, weight_decay, fused=rt.fused_adamw)
 
 
 def train_step(net: torch.nn.Module, batch: dict, optimizer: torch.optim.Optimizer, rt: "Runtime", *,
@@ -390,7 +386,7 @@ def train_step(net: torch.nn.Module, batch: dict, optimizer: torch.optim.Optimiz
     if masks is not None:
         masks.zero_grads()
     if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+        optim.clip_gradients(net.parameters(), grad_clip)
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
@@ -409,7 +405,7 @@ class _Fit:
     def __init__(self, exp: Experiment, rt: Runtime, model, mask, data: VQADataset, tokenizer, key: TrialKey, epochs: int):
         self.exp, self.rt, self.key, self.data, self.epochs = exp, rt, key, data, epochs
         t = exp.training
-        self.model = model.to(rt.device)
+        self.model = lxmodel.use_sdpa_attention(model.to(rt.device))
         self.enforcer = pruning.MaskEnforcer(self.model, mask) if mask else None  # zeroes the pruned weights now
         # training.enforce_mask: false (the paper's code, docs/PAPER_CODE.md row d): zeroed once, never again.
         self.masks = self.enforcer if t.enforce_mask else None

@@ -3,11 +3,15 @@
 - ``MaskEnforcer`` (fused ``torch._foreach_mul_``) == a per-tensor in-place loop ==
   ``torch.nn.utils.prune`` reparametrisation, over real AdamW steps of the trainer's own
   ``train_step``;
+- :class:`lxsweep.model.SdpaAttention` == transformers' eager attention (scores, gradients),
+  and lxsweep.optim's multi-tensor AdamW and clipping == the per-tensor ones;
 - ``runtime()`` on CPU picks the plain fp32 recipe (and bf16 autocast only when asked);
 - the batched memmap loader returns what direct indexing of the store's arrays returns,
   for a shuffled order and for a 2-rank shard.
 """
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
@@ -21,7 +25,7 @@ from lxsweep.config import from_dict
 from lxsweep.data.loader import make_loader, shard_rows
 from lxsweep.data.prepare import prepare_vqa
 from lxsweep.data.prepared import load_vqa_store
-from lxsweep.train import Runtime, adamw, runtime, train_step
+from lxsweep.train import Runtime, adamw, forward, runtime, train_step, vqa_loss
 
 TINY = {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64, "l_layers": 1, "x_layers": 1, "r_layers": 1}
 ANSWERS, VOCAB, FEAT_DIM, BOXES, TOKENS, BATCH = 7, 30, 16, 5, 8, 6
@@ -171,6 +175,69 @@ def test_runtime_on_cpu_is_plain_fp32_unless_bf16_is_asked():
     assert bf16.device == torch.device("cpu")
     assert bf16.autocast_dtype == torch.bfloat16
     assert bf16.fused_adamw is False and bf16.pin_memory is False
+
+
+# ------------------------------------------------------------------ attention and optimizer
+
+
+def _padded_batch() -> dict[str, torch.Tensor]:
+    """:func:`_batch` with padded questions (the last 3 tokens masked), so the additive attention mask matters."""
+    batch = _batch()
+    batch["attention_mask"] = batch["attention_mask"].clone()
+    batch["attention_mask"][:, -3:] = 0
+    return batch
+
+
+def test_sdpa_attention_is_transformers_attention():
+    """Same scores, gradients and attention probabilities as the eager code; every attention module switched."""
+    eager = _model().eval()  # no dropout: the two would draw different masks
+    fast = lxmodel.use_sdpa_attention(copy.deepcopy(eager))
+    modules = [m for m in fast.modules() if isinstance(m, lxmodel.modeling_lxmert.LxmertAttention)]
+    assert modules and all(type(m) is lxmodel.SdpaAttention for m in modules)
+    assert fast.state_dict().keys() == eager.state_dict().keys()  # checkpoints load either way
+    batch = _padded_batch()
+    rt = Runtime(torch.device("cpu"))
+    losses = [vqa_loss(forward(net, batch, rt), batch) for net in (eager, fast)]
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)
+    for loss in losses:
+        loss.backward()
+    for (name, p), q in zip(eager.named_parameters(), fast.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
+    inputs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], visual_feats=batch["features"],
+                  visual_pos=batch["boxes"], output_attentions=True)
+    with torch.no_grad():
+        a, b = eager(**inputs), fast(**inputs)  # asked for the probabilities: the eager path's own
+    for x, y in zip(a.cross_encoder_attentions, b.cross_encoder_attentions):
+        torch.testing.assert_close(y, x)
+
+
+def test_multi_tensor_adamw_and_clipping_follow_the_per_tensor_ones():
+    """lxsweep.optim (foreach) over clipped, masked steps: the per-tensor AdamW's weights to float rounding."""
+    def run(multi_tensor: bool) -> dict[str, torch.Tensor]:
+        model = _model().eval()  # no dropout: the two runs see the same function
+        rt = Runtime(torch.device("cpu"))
+        if multi_tensor:
+            optimizer = adamw(model, lr=1e-3, weight_decay=0.01, rt=rt)
+        else:
+            decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "LayerNorm" not in n]
+            rest = [p for n, p in model.named_parameters() if p.ndim < 2 or "LayerNorm" in n]
+            optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
+                                           {"params": rest, "weight_decay": 0.0}], lr=1e-3, foreach=False)
+        batch = _batch()
+        for _ in range(STEPS):
+            if multi_tensor:
+                train_step(model, batch, optimizer, rt, grad_clip=GRAD_CLIP)
+            else:
+                vqa_loss(forward(model, batch, rt), batch).backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP, foreach=False)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        return {n: p.detach() for n, p in model.named_parameters()}
+
+    assert all(g.get("foreach") for g in adamw(_model(), 1e-3, 0.01, Runtime(torch.device("cpu"))).param_groups)
+    fast, slow = run(True), run(False)
+    for name in slow:
+        torch.testing.assert_close(fast[name], slow[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 # -------------------------------------------------------------------------- loader

@@ -1,0 +1,27 @@
+"""The optimizer recipe shared by fine-tuning and pretraining: LXMERT's AdamW and gradient clipping.
+
+Both take torch's multi-tensor paths (``foreach``; ``fused`` AdamW on GPU):
+one kernel per step over all parameters instead of a Python loop per tensor,
+which on the tiny CPU model is ~10% of a step (docs/PERFORMANCE.md).
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+
+def adamw(model: torch.nn.Module, lr: float, weight_decay: float, fused: bool = False) -> torch.optim.AdamW:
+    """AdamW with weight decay on the matrices only (not on biases and LayerNorm); fused when ``fused``."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if fused:
+        return torch.optim.AdamW(groups, lr=lr, fused=True)
+    return torch.optim.AdamW(groups, lr=lr, foreach=True)
+
+
+def clip_gradients(parameters: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """Scale the gradients so their global L2 norm is at most ``max_norm``; returns the norm before."""
+    return torch.nn.utils.clip_grad_norm_(parameters, max_norm, foreach=True)
