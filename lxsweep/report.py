@@ -40,7 +40,7 @@ MAX_KIND_PANELS = 8  # real VQA has 65 question types: too many panels; their nu
 BASELINE_STYLE = {"blind": (":", "blind (question only)"), "majority": ("-.", "majority answer")}
 # Pairs whose difference the report tests against seed noise, at every level both have.
 COMPARISONS = (("low", DENSE), ("low", "random"), ("high", "random"), ("low", "high"), ("random", DENSE),
-               ("reinit", "low"),
+               ("reinit", "low"), ("reinit", "random"),  # the mask alone: is it the weights or the mask?
                # the replay of the paper's code (docs/PAPER_CODE.md) and the layer-matched control
                ("code_high", "code_random"), ("code_high", "random"), ("code_random", "random"),
                ("low", "code_random"), ("low", "code_high"),

@@ -38,9 +38,9 @@ def test_shipped_experiments_load_and_plan():
     assert (t.batch_size, t.lr, t.epochs, t.warmup, t.weight_decay, t.grad_clip) == (32, 5e-5, 4, 0.1, 0.01, 5.0)
     assert paper.data.max_tokens == 20 and paper.pruning.subnetworks == ["low", "high", "random"]
     demo = load_experiment(ROOT / "experiments" / "demo.yaml")
-    assert demo.levels_of("high") == [1] and demo.levels_of("reinit") == [2] and demo.levels_of("scratch") == [0]
+    assert demo.levels_of("high") == [1] and demo.levels_of("reinit") == [2, 14] and demo.levels_of("scratch") == [0]
     assert demo.levels_of("low") == list(range(1, 21)) and demo.sparsity(20) > 0.988 and demo.levels_of("random") == [1, 4, 6, 14]
-    assert Plan(demo).fine_tunes == 3 * (1 + 20 + 4 + 1 + 1 + 1) == 84  # what docs/results/demo ran
+    assert Plan(demo).fine_tunes == 3 * (1 + 20 + 4 + 1 + 2 + 1) == 87  # what docs/results/demo ran
 
 
 def test_levels_of_is_checked_and_selects_only():

@@ -99,6 +99,6 @@ def test_an_experiment_file_reports_its_own_grid_and_out_writes_elsewhere(tmp_pa
     err = capsys.readouterr().err
     trials = sorted(line.split(",")[0] for line in (out / "results.csv").read_text().splitlines()[1:])
     assert trials == sorted(f"{t}-s{s}" for s in range(3) for t in ("dense-L0", "low-L1", "low-L2", "random-L1", "high-L1"))
-    left_out = 120 - 15  # the committed store: the demo's 84 trials and the replay study's 36
+    left_out = 123 - 15  # the committed store: the demo's 87 trials and the replay study's 36
     assert f"{left_out} other finished trial(s) in the store are left out" in err
     assert (out / "accuracy_vs_sparsity.png").is_file() and not (tmp_path / "demo-6c9e05ebd7" / "report").exists()
