@@ -1,4 +1,4 @@
-"""The optimizer recipe shared by fine-tuning and pretraining: LXMERT's AdamW and gradient clipping.
+"""The optimizer recipe shared by fine-tuning and pretraining: LXMERT's AdamW, its schedule and gradient clipping.
 
 Both take torch's multi-tensor paths (``foreach``; ``fused`` AdamW on GPU):
 one kernel per step over all parameters instead of a Python loop per tensor,
@@ -25,3 +25,12 @@ def adamw(model: torch.nn.Module, lr: float, weight_decay: float, fused: bool = 
 def clip_gradients(parameters: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
     """Scale the gradients so their global L2 norm is at most ``max_norm``; returns the norm before."""
     return torch.nn.utils.clip_grad_norm_(parameters, max_norm, foreach=True)
+
+
+def warmup_then_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """LXMERT's BertAdam schedule: linear warmup over ``warmup_steps`` (none if 0), then linear decay to 0 at ``total_steps``."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

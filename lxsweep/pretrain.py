@@ -238,9 +238,7 @@ def run_pretraining(model: LxmertForPreTraining, split: VQASplit, tokenizer, exp
                                  tokenizer.convert_tokens_to_ids(_MASK_TOKEN), special)
     lxmodel.use_sdpa_attention(model)
     optimizer = optim.adamw(model, p.lr, weight_decay=0.01)
-    warm = max(1, int(p.warmup * steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / warm if s < warm else max(0.0, (steps - s) / max(1, steps - warm)))
+    scheduler = optim.warmup_then_decay(optimizer, steps, max(1, int(p.warmup * steps)))
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # dropout
     model.train()

@@ -417,14 +417,7 @@ class _Fit:
         self.steps_per_epoch = math.ceil(math.ceil(len(data.train) / rt.world) / self.rank_batch)
         self.total_steps = self.steps_per_epoch * epochs
         self.optimizer = adamw(self.model, t.lr, t.weight_decay, rt)
-        warm = int(t.warmup * self.total_steps)
-
-        def lr_lambda(step: int) -> float:  # linear warmup, then linear decay (LXMERT's BertAdam schedule)
-            if step < warm:
-                return (step + 1) / warm
-            return max(0.0, (self.total_steps - step) / max(1, self.total_steps - warm))
-
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
+        self.scheduler = optim.warmup_then_decay(self.optimizer, self.total_steps, int(t.warmup * self.total_steps))
         self.net = self.model
         if rt.world > 1:
             ids = [rt.device.index] if rt.device.type == "cuda" else None
