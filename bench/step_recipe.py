@@ -58,10 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         model = copy.deepcopy(base)
         if sdpa:
             lxmodel.use_sdpa_attention(model)
-        decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "LayerNorm" not in n]
-        rest = [p for n, p in model.named_parameters() if p.ndim < 2 or "LayerNorm" in n]
-        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": rest, "weight_decay": 0.0}],
-                                      lr=5e-4, foreach=multi_tensor)
+        optimizer = torch.optim.AdamW(optim.decay_groups(model, 0.01), lr=5e-4, foreach=multi_tensor)
         enforcer = pruning.MaskEnforcer(model, mask)
 
         def clip(params, max_norm):

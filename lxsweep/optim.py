@@ -11,12 +11,17 @@ from typing import Iterable
 import torch
 
 
-def adamw(model: torch.nn.Module, lr: float, weight_decay: float, fused: bool = False) -> torch.optim.AdamW:
-    """AdamW with weight decay on the matrices only (not on biases and LayerNorm); fused when ``fused``."""
+def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Parameter groups with weight decay on the matrices only (not on biases and LayerNorm)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def adamw(model: torch.nn.Module, lr: float, weight_decay: float, fused: bool = False) -> torch.optim.AdamW:
+    """AdamW over :func:`decay_groups`; fused when ``fused``, else multi-tensor."""
+    groups = decay_groups(model, weight_decay)
     if fused:
         return torch.optim.AdamW(groups, lr=lr, fused=True)
     return torch.optim.AdamW(groups, lr=lr, foreach=True)

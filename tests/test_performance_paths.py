@@ -20,6 +20,7 @@ from torch.nn.utils import prune
 from vqa_fixture import fixture_splits, write_vqa_fixture
 
 from lxsweep import model as lxmodel
+from lxsweep import optim
 from lxsweep import pruning
 from lxsweep.config import from_dict
 from lxsweep.data.loader import make_loader, shard_rows
@@ -212,17 +213,14 @@ def test_sdpa_attention_is_transformers_attention():
 
 
 def test_multi_tensor_adamw_and_clipping_follow_the_per_tensor_ones():
-    """lxsweep.optim (foreach) over clipped, masked steps: the per-tensor AdamW's weights to float rounding."""
+    """lxsweep.optim (foreach) over clipped steps: the per-tensor AdamW's weights to float rounding."""
     def run(multi_tensor: bool) -> dict[str, torch.Tensor]:
         model = _model().eval()  # no dropout: the two runs see the same function
         rt = Runtime(torch.device("cpu"))
         if multi_tensor:
             optimizer = adamw(model, lr=1e-3, weight_decay=0.01, rt=rt)
         else:
-            decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "LayerNorm" not in n]
-            rest = [p for n, p in model.named_parameters() if p.ndim < 2 or "LayerNorm" in n]
-            optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
-                                           {"params": rest, "weight_decay": 0.0}], lr=1e-3, foreach=False)
+            optimizer = torch.optim.AdamW(optim.decay_groups(model, 0.01), lr=1e-3, foreach=False)
         batch = _batch()
         for _ in range(STEPS):
             if multi_tensor:
