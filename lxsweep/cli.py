@@ -37,8 +37,9 @@ def cmd_trial(args: argparse.Namespace) -> int:
     from lxsweep.baselines import experiment_baselines
     from lxsweep.hooks import ProgressBar, Tracking, log_line
     from lxsweep.plan import Plan, TrialKey, dense_key, trial_key, validate_key
-    from lxsweep.store import Store, finished_trials, metrics_path, read_metrics, write_experiment
-    from lxsweep.train import check_trial_inputs, run_trial
+    from lxsweep.config import write_experiment
+    from lxsweep.store import Store, finished_trials, metrics_path, read_metrics
+    from lxsweep.trial import check_trial_inputs, run_trial
 
     from lxsweep.preflight import preflight
     from lxsweep.subnetworks import DENSE

@@ -29,15 +29,13 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from lxsweep import subnetworks
+from lxsweep.errors import ConfigError, CorruptStoreFile
+from lxsweep.store import EXPERIMENT_FILE, Store
 
 DEFAULT_SCOPE = ("language", "vision", "cross", "pooler")  # lxsweep.pruning.ALL_GROUPS
 # Every scope group lxsweep.pruning.SCOPE_GROUPS defines (named here too: validation imports no torch).
 # published_code replays the paper's code's tensor scope (docs/PAPER_CODE.md row e) and stands alone.
 SCOPE_GROUPS = (*DEFAULT_SCOPE, "published_code")
-
-
-class ConfigError(ValueError):
-    """A bad experiment file or override; the message names file, key and problem."""
 
 
 def selects(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING) -> Any:
@@ -652,11 +650,6 @@ def _validate(exp: Experiment, where: str) -> None:
     if table is not None and (not table.strip() or "://" in table):
         raise ConfigError(f"{where}: model.answer_table: {table!r} is not a file path — give the path of LXMERT's "
                           f"all_ans.json on a filesystem every node reads (local or NFS), or null for a seeded head")
-    from lxsweep.tracking.registry import tracker_names  # at call time: the registry needs no config
-
-    if exp.tracking.backend not in tracker_names():
-        raise ConfigError(f"{where}: tracking.backend: unknown backend {exp.tracking.backend!r} — use one of "
-                          f"{', '.join(tracker_names())} (or a name registered with lxsweep.tracking.register_tracker)")
     if exp.model.config:
         _check_model_config(exp.model.config, where)
     if exp.model.pretrained is None and d.source == "vqa":
@@ -755,3 +748,33 @@ def check_paths(exp: Experiment, base: Path | None = None) -> None:
                 f"{where}: model.{key}: {value!r} is neither an existing directory nor a hub name like 'org/model' "
                 f"— fix the path or write a hub name"
             )
+
+
+# -- the experiment recorded in a store ------------------------------------------
+
+
+def write_experiment(store: Store, exp: Experiment, overwrite: bool = True) -> None:
+    """Record the resolved experiment (``status`` and ``report`` read it); ``overwrite=False`` keeps one there."""
+    if overwrite or not store.exists(EXPERIMENT_FILE):
+        store.write_bytes(EXPERIMENT_FILE, yaml.safe_dump(exp.record(), sort_keys=False).encode())
+
+
+EXPERIMENT_FIX = ("pass the experiment file instead of the store (`lxsweep status experiments/X.yaml`), or restore it; "
+                  "`lxsweep launch` writes it again")
+
+
+def read_experiment(store: Store) -> Experiment:
+    """The experiment recorded in the store, with its recorded hash (its plugins imported, as for any experiment).
+
+    :class:`CorruptStoreFile` when ``experiment.yaml`` is empty, not YAML, or not an experiment.
+    """
+    where = store.path(EXPERIMENT_FILE)
+    try:
+        raw = yaml.safe_load(store.read_bytes(EXPERIMENT_FILE))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise CorruptStoreFile(where, f"not valid YAML ({' '.join(str(exc).split())[:200]})", EXPERIMENT_FIX) from None
+    if not isinstance(raw, dict) or not raw:
+        raise CorruptStoreFile(where, "empty or not a mapping", EXPERIMENT_FIX)
+    if "hash" not in raw:
+        raise CorruptStoreFile(where, "incomplete: no recorded hash", EXPERIMENT_FIX)
+    return from_record(raw, where)

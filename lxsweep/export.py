@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping, Optional
@@ -25,8 +24,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from lxsweep import pruning
-from lxsweep.plan import TrialKey, parent
-from lxsweep.store import Store, finished_trials, mask_path, metrics_path, read_experiment, weights_path
+from lxsweep.plan import TrialKey, parent, trial_mask_name
+from lxsweep.config import read_experiment
+from lxsweep.masks import load_mask
+from lxsweep.store import Store, finished_trials, mask_path, metrics_path, weights_path
 
 if TYPE_CHECKING:
     from transformers import LxmertForQuestionAnswering
@@ -112,17 +113,8 @@ class Exported:
         return self.sparse_file.stat().st_size
 
 
-def _stored_mask(store: Store, name: str) -> tuple[pruning.Mask, dict[str, str]]:
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / "mask.safetensors"
-        local.write_bytes(store.read_bytes(mask_path(name)))
-        return pruning.load_mask(local), pruning.read_mask_metadata(local)
-
-
 def provenance(store: Store, trial: str) -> dict:
     """Where trial ``trial``'s mask came from: the mask file, its criterion, and the chain of trials behind it."""
-    from lxsweep.train import trial_mask_name
-
     exp, key = read_experiment(store), TrialKey.parse(trial)
     chain, k = [], parent(exp, key)
     while k is not None:
@@ -131,7 +123,7 @@ def provenance(store: Store, trial: str) -> dict:
     name = trial_mask_name(exp, key)
     out: dict = {"trial": trial, "chain": chain, "mask": None}
     if name is not None and store.exists(mask_path(name)):
-        meta = _stored_mask(store, name)[1]
+        meta = load_mask(store, name, with_metadata=True)[1]
         out["mask"] = {"file": mask_path(name), **{k: json.loads(meta[k]) for k in ("kind", "from", "trial") if k in meta}}
     return out
 
@@ -191,15 +183,13 @@ def export_trial(store: Store, trial: str, out: str | Path, log: Callable[[str],
     dtype. Raises :class:`ExportError` for an unfinished trial, missing
     weights or a non-empty ``out``.
     """
-    from lxsweep.train import trial_mask_name
-
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out}: exists and is not an empty directory — choose a new or empty --out")
     tm = trial_model(store, trial, log)
     exp, key, metrics, stored = tm.exp, tm.key, tm.metrics, tm.stored
     mask_name = trial_mask_name(exp, key)
-    mask = _stored_mask(store, mask_name)[0] if mask_name else {}
+    mask = load_mask(store, mask_name) if mask_name else {}
     prunable = pruning.prunable_names(stored, exp.pruning.scope)
     zeros = sum(int((stored[n] == 0).sum()) for n in prunable)
     pruned = sum(int((~m).sum()) for m in mask.values())

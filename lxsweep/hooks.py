@@ -1,18 +1,83 @@
-"""Trial hooks shared by ``lxsweep trial`` and the Ray Train worker (none imports Ray).
+"""Trial hooks: the interface, and the hooks ``lxsweep trial`` and the Ray Train worker share (none imports Ray).
 
-:func:`lxsweep.train.run_trial` calls them around the one training loop; the
-Ray-only hook (report and checkpoint) lives in lxsweep/sweep.py.
+:func:`lxsweep.trial.run_trial` calls them around the one training loop
+(:class:`lxsweep.train.Fit`); the Ray-only hook (report and checkpoint) lives
+in lxsweep/sweep.py.
 """
 from __future__ import annotations
 
 import os
 import time
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 from lxsweep.config import Experiment
 from lxsweep.plan import TrialKey
 from lxsweep.store import Store
-from lxsweep.train import TrialHook, TrialStart
+
+
+@dataclass(frozen=True)
+class TrialStart:
+    """What a hook learns when the trial starts (after the model, data and any resume state are loaded)."""
+
+    key: TrialKey
+    rank: int
+    world: int
+    epochs: int
+    steps_per_epoch: int
+    epoch: int  # epochs already done (resumed from a checkpoint), else 0
+    step: int
+    resumed: bool
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+
+class TrialHook:
+    """Callbacks around one trial; override what you need. Called on every rank unless noted.
+
+    Order within a trial: ``on_start``, ``on_step`` after each optimizer
+    step, ``on_epoch`` after each evaluation (``state()`` builds the checkpoint
+    on demand), ``on_metrics`` then ``on_end`` on rank 0 around writing
+    ``metrics.json``, ``on_close`` always (``ok`` False after an exception).
+    Hooks run in the order given.
+    """
+
+    def on_start(self, start: TrialStart) -> None:
+        pass
+
+    def on_step(self, step: int) -> None:
+        pass
+
+    def on_epoch(self, metrics: dict, state: Callable[[], dict]) -> None:
+        pass
+
+    def on_metrics(self, metrics: dict) -> None:
+        """Rank 0, before ``metrics.json`` is written: may add keys."""
+
+    def on_end(self, metrics: dict) -> None:
+        """Rank 0, after ``metrics.json`` is written."""
+
+    def on_close(self, ok: bool) -> None:
+        pass
+
+
+class StepClock(TrialHook):
+    """Wall clock of this attempt's first and last optimizer step (bench/ray_overhead.py reads them)."""
+
+    def __init__(self) -> None:
+        self.first: Optional[float] = None
+        self.last: Optional[float] = None
+
+    def on_step(self, step: int) -> None:
+        self.last = time.time()
+        if self.first is None:
+            self.first = self.last
+
+    def on_metrics(self, metrics: dict) -> None:
+        metrics.update(first_step_at=self.first, last_step_at=self.last)
+
 
 # Fault injection for tests and drills: "<trial>:<epoch>" hard-exits the worker after that epoch
 # unless it was resumed from a checkpoint (so a restart succeeds); "<trial>:<epoch>:always" every time.

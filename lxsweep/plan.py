@@ -21,7 +21,7 @@ from functools import cached_property
 from typing import Iterable
 
 from lxsweep import subnetworks
-from lxsweep.config import Experiment
+from lxsweep.config import Experiment, canonical_hash
 from lxsweep.subnetworks import DENSE
 
 
@@ -43,6 +43,11 @@ class TrialKey:
 
     def __str__(self) -> str:
         return self.name
+
+    def seed_for(self, purpose: str) -> int:
+        """A 31-bit seed derived from the key and a purpose (canonical JSON, stable everywhere): a trial
+        seeds its answer head, dropout, data order and masks from its key alone."""
+        return int(canonical_hash([self.seed, self.level, self.subnetwork, purpose], 8), 16) & 0x7FFFFFFF
 
 
 def dense_key(seed: int, exp: Experiment | None = None) -> TrialKey:
@@ -87,6 +92,13 @@ def mask_source(exp: Experiment, key: TrialKey) -> str | None:
     if key.level == 0 or crit is None or crit.generated:
         return None
     return TrialKey(key.level, crit.name, key.seed).name
+
+
+def trial_mask_name(exp: Experiment, key: TrialKey) -> str | None:
+    """The stored mask trial ``key`` trains with (its parent's child mask or its own generated one), if any."""
+    if key.level == 0 or subnetworks.criterion(key.subnetwork) is None:
+        return None
+    return mask_source(exp, key) or key.name
 
 
 def parent(exp: Experiment, key: TrialKey) -> TrialKey | None:
@@ -137,7 +149,7 @@ def child_masks(exp: Experiment, key: TrialKey) -> list[TrialKey]:
         # From the dense weights, only the masks planned trials train with (their mask_source: a control's is its
         # chain's): with paper-code.yaml's 22 steps and 9 trained levels, 9 of 22 (LXMERT-base: ~22 MB each, per
         # criterion and seed). A chain's mask is also made where a follower of it trains (the follower is made
-        # from it). A level asked for later is rebuilt from the kept dense weights (train._mask_from_kept_weights).
+        # from it). A level asked for later is rebuilt from the kept dense weights (masks._mask_from_kept_weights).
         needed = {mask_source(exp, TrialKey(lv, c, s)) for c in wanted for lv in exp.levels_of(c) if lv > 0 for s in seeds}
         out = []
         for s in seeds:

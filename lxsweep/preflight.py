@@ -17,7 +17,18 @@ from lxsweep.config import ConfigError, Experiment
 
 def preflight(exp: Experiment) -> list[str]:
     """Run every check; returns one line per check passed, raises :class:`ConfigError` at the first failure."""
-    return [check_storage(exp), check_model(exp), check_answer_table(exp), check_data(exp), check_schedule(exp)]
+    return [check_tracking(exp), check_storage(exp), check_model(exp), check_answer_table(exp), check_data(exp),
+            check_schedule(exp)]
+
+
+def check_tracking(exp: Experiment) -> str:
+    """``tracking.backend`` names a registered backend (built in, or registered by one of ``plugins``)."""
+    from lxsweep.tracking.registry import tracker_names
+
+    if exp.tracking.backend not in tracker_names():
+        raise ConfigError(f"{exp.source}: tracking.backend: unknown backend {exp.tracking.backend!r} — use one of "
+                          f"{', '.join(tracker_names())} (or a name registered with lxsweep.tracking.register_tracker)")
+    return f"tracking: {exp.tracking.backend}"
 
 
 def check_storage(exp: Experiment) -> str:

@@ -93,7 +93,8 @@ def load_group_sparsity(store: Store, rows: list[dict], warn: Callable[[str], No
 def load_baselines(store: Store) -> Optional[dict]:
     """The data's question-only baselines: ``baselines.json``, computed from the data when it can be read."""
     from lxsweep.baselines import BASELINES_FILE, experiment_baselines
-    from lxsweep.store import EXPERIMENT_FILE, read_experiment
+    from lxsweep.config import read_experiment
+    from lxsweep.store import EXPERIMENT_FILE
 
     if store.exists(BASELINES_FILE):
         try:

@@ -20,7 +20,8 @@ from typing import Any, Callable, Sequence
 from lxsweep.config import Experiment
 from lxsweep.plan import TrialKey
 from lxsweep.store import OverlayStore, Store, read_metrics, reproduction_dir
-from lxsweep.train import TrialHook, run_trial
+from lxsweep.hooks import TrialHook
+from lxsweep.trial import run_trial
 
 # When and how long: never equal between two runs.
 VOLATILE = ("started_at", "finished_at", "duration_s", "first_step_at", "last_step_at", "epoch_seconds")

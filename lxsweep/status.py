@@ -15,9 +15,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from lxsweep.config import read_experiment
 from lxsweep.plan import Plan, TrialKey
 from lxsweep.store import (STALE_SECONDS, TRIALS_DIR, CorruptStoreFile, Store, attempt_started, attempts_dir,
-                           failed_path, metrics_path, read_experiment, read_metrics)
+                           failed_path, metrics_path, read_metrics)
 from lxsweep.subnetworks import DENSE, TICKET
 
 TOLERANCE_POINTS = 3.0

@@ -41,31 +41,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-import yaml
 
-from lxsweep.config import ConfigError, Experiment, from_record
+from lxsweep.errors import ConfigError, CorruptStoreFile, StoreError
+
+if TYPE_CHECKING:
+    from lxsweep.config import Experiment
 
 T = TypeVar("T")
 RETRY_ENV = "LXSWEEP_STORE_RETRY_S"
 RETRY_SECONDS = 120.0  # how long an object-store outage is waited out before a trial or command gives up
 RETRY_FIRST_DELAY = 0.5  # seconds; doubles after every failed try, capped at RETRY_MAX_DELAY
 RETRY_MAX_DELAY = 16.0
-
-
-class StoreError(ConfigError):
-    """The store cannot be read or written (an outage that outlasted the retries); one line naming the path."""
-
-
-class CorruptStoreFile(StoreError):
-    """A store file that is there but unreadable as what it should be; the message names it and what to do."""
-
-    TRIAL_FIX = "it is left untouched; move it aside (or delete it) to run that trial again, or restore it from a copy"
-
-    def __init__(self, path: str, why: str, fix: str = TRIAL_FIX):
-        self.path, self.why = path, why
-        super().__init__(f"{path}: {why} — {fix}")
 
 
 def retry_seconds() -> float:
@@ -422,30 +410,3 @@ def refuse_unreadable(store: Store) -> None:
         first = bad[sorted(bad)[0]]
         more = f" (and {len(bad) - 1} more unreadable metrics.json)" if len(bad) > 1 else ""
         raise CorruptStoreFile(first.path, first.why + more)
-
-
-def write_experiment(store: Store, exp: Experiment, overwrite: bool = True) -> None:
-    """Record the resolved experiment (``status`` and ``report`` read it); ``overwrite=False`` keeps one there."""
-    if overwrite or not store.exists(EXPERIMENT_FILE):
-        store.write_bytes(EXPERIMENT_FILE, yaml.safe_dump(exp.record(), sort_keys=False).encode())
-
-
-EXPERIMENT_FIX = ("pass the experiment file instead of the store (`lxsweep status experiments/X.yaml`), or restore it; "
-                  "`lxsweep launch` writes it again")
-
-
-def read_experiment(store: Store) -> Experiment:
-    """The experiment recorded in the store, with its recorded hash (its plugins imported, as for any experiment).
-
-    :class:`CorruptStoreFile` when ``experiment.yaml`` is empty, not YAML, or not an experiment.
-    """
-    where = store.path(EXPERIMENT_FILE)
-    try:
-        raw = yaml.safe_load(store.read_bytes(EXPERIMENT_FILE))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise CorruptStoreFile(where, f"not valid YAML ({' '.join(str(exc).split())[:200]})", EXPERIMENT_FIX) from None
-    if not isinstance(raw, dict) or not raw:
-        raise CorruptStoreFile(where, "empty or not a mapping", EXPERIMENT_FIX)
-    if "hash" not in raw:
-        raise CorruptStoreFile(where, "incomplete: no recorded hash", EXPERIMENT_FIX)
-    return from_record(raw, where)

@@ -3,7 +3,7 @@
 This is the only module that imports ``ray.tune``. The searcher releases a
 trial when its parent is done (longest remaining path first); each Tune trial
 is a small driver function that runs a ``TorchTrainer`` of
-:func:`lxsweep.train.run_trial` (Ray Train V2 runs inside Tune function
+:func:`lxsweep.trial.run_trial` (Ray Train V2 runs inside Tune function
 trials). Completion is durable in the store (``metrics.json`` per trial), so
 any re-launch continues where the last one stopped; an interrupted trial's
 Train run has a deterministic name and resumes from its last checkpoint.
@@ -20,13 +20,12 @@ from typing import Any, Callable, Optional
 
 from ray.tune import Callback
 
-from lxsweep.config import Experiment, from_dict
-from lxsweep.hooks import numbers
+from lxsweep.config import Experiment, from_dict, write_experiment
+from lxsweep.hooks import TrialHook, numbers
 from lxsweep.plan import Plan, TrialKey
 from lxsweep.status import status_lines
 from lxsweep.store import (RAY_DIR, Store, driver_path, failed_path, finished_trials, metrics_path, node_path,
-                           refuse_unreadable, write_experiment)
-from lxsweep.train import TrialHook
+                           refuse_unreadable)
 
 DRIVER_RESOURCE = "driver_slot"
 STATUS_SECONDS = 10.0
@@ -52,7 +51,7 @@ def train_worker(config: dict) -> None:
     import torch
 
     from lxsweep.hooks import FaultInjection, Tracking
-    from lxsweep.train import run_trial
+    from lxsweep.trial import run_trial
 
     exp = _experiment_from(config)
     key = TrialKey.parse(config["trial"])
@@ -326,7 +325,7 @@ def launch(exp: Experiment, address: Optional[str] = None, resume: bool = False,
     from ray import tune
 
     from lxsweep.status import summary_lines
-    from lxsweep.train import rewind_point
+    from lxsweep.pretrain import rewind_point
 
     store = Store.for_experiment(exp)
     plan = Plan(exp)

@@ -1,26 +1,19 @@
-"""One trial: fine-tune from the rewind point with a mask, evaluate, write the child masks.
+"""The fit loop: fine-tune a model under a mask, evaluate each epoch.
 
-:func:`run_trial` is the only trial function and :func:`train_step` the only
-optimizer step in lxsweep (the benchmarks and tests call the same step).
-``lxsweep trial`` and a Ray Train worker both call :func:`run_trial`; they
-differ only in the :class:`TrialHook` objects they pass (progress bar,
-tracker, Ray report and checkpoint, fault injection; see lxsweep/hooks.py and
-lxsweep/sweep.py). It imports no Ray: distributed training is plain
-``torch.distributed`` (DDP), initialised by whoever launched the workers.
+:func:`train_step` is the only optimizer step in lxsweep (the benchmarks and
+tests call the same step) and :class:`Fit` the only fine-tuning loop; a
+trial (lxsweep/trial.py) builds one from tensors, a mask, batches and seeds,
+and :class:`~lxsweep.hooks.TrialHook` objects see every step and epoch. It
+knows no trial keys, stores or subnetworks, and imports no Ray: distributed
+training is plain ``torch.distributed`` (DDP), initialised by whoever
+launched the workers.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
-import platform
-import socket
-import tempfile
 import time
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Optional, Protocol, Sequence
 
 import numpy as np
@@ -28,19 +21,12 @@ import torch
 import torch.distributed as dist
 
 from lxsweep import model as lxmodel
-from lxsweep import optim, pruning, subnetworks
-from lxsweep.config import Experiment, canonical_hash
+from lxsweep import optim, pruning
+from lxsweep.config import Experiment
 from lxsweep.data import VQADataset, VQASplit
 from lxsweep.data.loader import make_loader, tokenize
-from lxsweep.data.source import load_dataset
-from lxsweep.facts import check_compatible, resolved_facts
+from lxsweep.hooks import TrialHook
 from lxsweep.metric import accuracy_metrics
-from lxsweep.pretrain import rewind_point
-from lxsweep.plan import TrialKey, child_masks, dense_key, keeps_weights, mask_source, parent, validate_key
-from lxsweep.store import (EXPERIMENT_FILE, HEARTBEAT_SECONDS, CorruptStoreFile, Store, attempt_path, failed_path,
-                           mask_path, metrics_path, read_experiment, read_metrics, rewind_path, sparsity_path,
-                           weights_path)
-from lxsweep.subnetworks import DENSE, MaskInputs
 
 
 # -- environment --------------------------------------------------------------
@@ -76,269 +62,6 @@ def runtime(exp: Experiment) -> Runtime:
     # Same thread count in `lxsweep trial` and in a Ray worker: CPU results then match bit for bit.
     torch.set_num_threads(max(1, int(exp.resources.cpus_per_worker)))
     return Runtime(torch.device("cpu"), rank, world, torch.bfloat16 if exp.training.precision == "bf16" else None)
-
-
-def trial_seed(key: TrialKey, purpose: str) -> int:
-    """A 31-bit seed derived from the trial key and a purpose (canonical JSON, stable everywhere)."""
-    return int(canonical_hash([key.seed, key.level, key.subnetwork, purpose], 8), 16) & 0x7FFFFFFF
-
-
-
-
-# -- masks --------------------------------------------------------------------
-
-
-def _save_mask(store: Store, name: str, mask: pruning.Mask, meta: dict) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "mask.safetensors"
-        pruning.save_mask(mask, path, {k: json.dumps(v) for k, v in meta.items()})
-        store.write_bytes(mask_path(name), path.read_bytes())
-
-
-def _load_mask(store: Store, name: str) -> pruning.Mask:
-    """Mask ``name`` from the store; :class:`CorruptStoreFile` if the file is truncated or not a mask."""
-    from safetensors import SafetensorError
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "mask.safetensors"
-        path.write_bytes(store.read_bytes(mask_path(name)))
-        try:
-            return pruning.load_mask(path)
-        except (SafetensorError, ValueError, KeyError) as exc:
-            raise CorruptStoreFile(store.path(mask_path(name)), f"unreadable mask ({exc}); truncated?",
-                                   f"it is left untouched; move it aside and re-run the trial that wrote it "
-                                   f"({name}'s parent), or restore it from a copy") from None
-
-
-def check_trial_inputs(exp: Experiment, key: TrialKey, store: Store) -> None:
-    """Refuse, before any training, a trial whose store inputs are there but unreadable.
-
-    Reads what the trial and the chain prefix it may run first will read:
-    the store's ``experiment.yaml``, the ``metrics.json`` of the trial, of
-    its ancestors and of its seed's dense trial, and the mask it trains with.
-    Raises :class:`CorruptStoreFile` naming the first bad file; absent files
-    are fine (they are made on the way).
-    """
-    if store.exists(EXPERIMENT_FILE):
-        read_experiment(store)
-    chain, k = [key], parent(exp, key)
-    while k is not None:
-        chain.append(k)
-        k = parent(exp, k)
-    dense = dense_key(key.seed, exp)
-    for k in dict.fromkeys([*reversed(chain), dense]):
-        if store.exists(metrics_path(k.name)):
-            read_metrics(store, k.name)
-    source = mask_source(exp, key)
-    if source and store.exists(mask_path(source)):
-        _load_mask(store, source)
-
-
-def trial_mask(exp: Experiment, key: TrialKey, store: Store, model: torch.nn.Module) -> Optional[pruning.Mask]:
-    """The mask this trial trains with: none, generated now (and stored), or its parent's child mask."""
-    crit = subnetworks.criterion(key.subnetwork)
-    if key.level == 0 or crit is None:
-        return None
-    if crit.generated:  # from the rewind point's weights, before any control re-initialises them
-        weights = {n: p.detach() for n, p in pruning.prunable_parameters(model, exp.pruning.scope).items()}
-        inputs = MaskInputs(weights, pruning.full_mask(weights), exp.sparsity(key.level), key.seed, key.level,
-                            exp.pruning.layerwise)
-        mask = crit.mask(inputs)
-        _save_mask(store, key.name, mask, {"trial": key.name, "kind": crit.name})
-        return mask
-    source = mask_source(exp, key)
-    if not store.exists(mask_path(source)):
-        recomputed = _mask_from_kept_weights(exp, key, store, model)
-        if recomputed is not None:
-            return recomputed
-        raise FileNotFoundError(
-            f"trial {key.name} needs mask {mask_path(source)} in {store.root}; run {parent(exp, key)} first"
-        )
-    return _load_mask(store, source)
-
-
-def _child_mask(exp: Experiment, child: TrialKey, weights: dict, current: pruning.Mask, *,
-                current_level: int = 0, followed: Optional[pruning.Mask] = None) -> pruning.Mask:
-    """The mask ``child`` trains with, from its parent's trained ``weights`` and the mask they trained under.
-
-    ``schedule: stepwise``: ``current`` is the chain's mask at ``current_level`` (the full mask at 0) and the
-    child takes ``child.level - current_level`` per-tensor steps from it. ``followed``: for a criterion that
-    follows another, that one's mask at the child's level.
-    """
-    steps = child.level - current_level if exp.pruning.schedule == "stepwise" else 0
-    inputs = MaskInputs(weights, current, exp.sparsity(child.level), child.seed, child.level, exp.pruning.layerwise,
-                        steps=steps, rate=exp.pruning.rate, followed=followed)
-    return subnetworks.criterion(child.subnetwork).mask(inputs)
-
-
-def _mask_from_kept_weights(exp: Experiment, key: TrialKey, store: Store, model: torch.nn.Module) -> Optional[pruning.Mask]:
-    """A chain mask its finished parent never wrote, rebuilt from the parent's kept weights (else None).
-
-    Stores made before chain trials wrote their next level's mask past the
-    last planned level lack it when ``pruning.levels`` is raised later; the
-    parent is finished and must not be re-run, but its kept weights define the
-    mask (ranked in the stored dtype: with float16, ties may order differently).
-    """
-    from safetensors.torch import load
-
-    par = parent(exp, key)
-    if par is None or not store.exists(metrics_path(par.name)) or not store.exists(weights_path(par.name)):
-        return None
-    state = load(store.read_bytes(weights_path(par.name)))
-    weights = {n: state[n].float() for n in pruning.prunable_parameters(model, exp.pruning.scope)}
-    source = mask_source(exp, par)
-    current = _load_mask(store, source) if source else pruning.full_mask(weights)
-    follows, followed = subnetworks.criterion(key.subnetwork).follows, None
-    if follows is not None:  # the followed mask at this level: stored beside, or rebuilt the same way
-        base = TrialKey(key.level, follows, key.seed)
-        followed = _load_mask(store, base.name) if store.exists(mask_path(base.name)) else _child_mask(exp, base, weights, current)
-    mask = _child_mask(exp, key, weights, current, followed=followed)
-    _save_mask(store, key.name, mask, {"trial": key.name, "kind": key.subnetwork, "from": par.name,
-                                       "recomputed_from": weights_path(par.name)})
-    return mask
-
-
-def write_child_masks(exp: Experiment, key: TrialKey, store: Store, model: torch.nn.Module, mask: Optional[pruning.Mask]) -> list[str]:
-    """Compute and store the masks this trial's trained weights define (DESIGN §4 step 5)."""
-    children = child_masks(exp, key)
-    if not children:
-        return []
-    weights = {n: p.detach() for n, p in pruning.prunable_parameters(model, exp.pruning.scope).items()}
-    current = mask if mask is not None else pruning.full_mask(weights)
-    # Each chain's latest mask (one per chain and seed held, not every level's: LXMERT-base's is 180 MB as bools):
-    # the criteria that follow it are made from it, and under stepwise its next level goes on from it.
-    last: dict[tuple[int, str], tuple[pruning.Mask, int]] = {}
-    stepwise = exp.pruning.schedule == "stepwise"
-    written = []
-    for child in children:  # plan.child_masks: per chain in level order, each mask before its followers
-        follows = subnetworks.criterion(child.subnetwork).follows
-        if follows is not None:
-            followed, level = last[(child.seed, follows)]
-            assert level == child.level, "plan.child_masks lists a follower before its chain's mask of that level"
-            child_mask = _child_mask(exp, child, weights, current, followed=followed)
-        else:
-            base, base_level = last.get((child.seed, child.subnetwork), (current, 0)) if stepwise else (current, 0)
-            child_mask = _child_mask(exp, child, weights, base, current_level=base_level)
-            last[(child.seed, child.subnetwork)] = (child_mask, child.level)
-        _save_mask(store, child.name, child_mask, {"trial": child.name, "kind": child.subnetwork, "from": key.name})
-        written.append(child.name)
-    return written
-
-
-def trial_mask_name(exp: Experiment, key: TrialKey) -> Optional[str]:
-    """The stored mask trial ``key`` trained with (its parent's child mask or its own generated one), if any."""
-    crit = subnetworks.criterion(key.subnetwork)
-    if key.level == 0 or crit is None:
-        return None
-    return mask_source(exp, key) or key.name
-
-
-# -- trained weights --------------------------------------------------------------
-
-
-def write_weights(exp: Experiment, key: TrialKey, store: Store, model: torch.nn.Module) -> Optional[dict]:
-    """Rank 0: store the trained weights in ``training.weights_dtype``; what ``metrics.json`` records of them.
-
-    Floating tensors are cast (pruned entries are exactly zero in every
-    dtype); ``zeros`` counts the exact zeros among the prunable weights of the
-    stored file, ``sha256`` digests its tensors (:func:`tensors_digest`: not the
-    file's bytes, whose header order safetensors does not fix).
-    """
-    if not keeps_weights(exp, key):
-        return None
-    from safetensors.torch import save
-
-    dtype = getattr(torch, exp.training.weights_dtype)
-    # `+ 0.0` turns the -0.0 that masking leaves into +0.0 (and changes nothing else), so the file's
-    # bits are those any sparse form rebuilds: one zero, not two.
-    state = {n: (t.detach().to("cpu", dtype) + 0.0 if t.is_floating_point() else t.detach().cpu()).contiguous()
-             for n, t in model.state_dict().items()}
-    prunable = pruning.prunable_names(state, exp.pruning.scope)
-    data = save(state, metadata={"trial": key.name, "dtype": exp.training.weights_dtype})
-    store.write_bytes(weights_path(key.name), data)
-    return {"path": weights_path(key.name), "dtype": exp.training.weights_dtype, "bytes": len(data),
-            "sha256": tensors_digest(state),
-            "zeros": sum(int((state[n] == 0).sum()) for n in prunable)}
-
-
-# -- hooks ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TrialStart:
-    """What a hook learns when the trial starts (after the model, data and any resume state are loaded)."""
-
-    key: TrialKey
-    rank: int
-    world: int
-    epochs: int
-    steps_per_epoch: int
-    epoch: int  # epochs already done (resumed from a checkpoint), else 0
-    step: int
-    resumed: bool
-
-    @property
-    def total_steps(self) -> int:
-        return self.steps_per_epoch * self.epochs
-
-
-class TrialHook:
-    """Callbacks around one trial; override what you need. Called on every rank unless noted.
-
-    Order within a trial: ``on_start``, ``on_step`` after each optimizer
-    step, ``on_epoch`` after each evaluation (``state()`` builds the checkpoint
-    on demand), ``on_metrics`` then ``on_end`` on rank 0 around writing
-    ``metrics.json``, ``on_close`` always (``ok`` False after an exception).
-    Hooks run in the order given.
-    """
-
-    def on_start(self, start: TrialStart) -> None:
-        pass
-
-    def on_step(self, step: int) -> None:
-        pass
-
-    def on_epoch(self, metrics: dict, state: Callable[[], dict]) -> None:
-        pass
-
-    def on_metrics(self, metrics: dict) -> None:
-        """Rank 0, before ``metrics.json`` is written: may add keys."""
-
-    def on_end(self, metrics: dict) -> None:
-        """Rank 0, after ``metrics.json`` is written."""
-
-    def on_close(self, ok: bool) -> None:
-        pass
-
-
-class StepClock(TrialHook):
-    """Wall clock of this attempt's first and last optimizer step (bench/ray_overhead.py reads them)."""
-
-    def __init__(self) -> None:
-        self.first: Optional[float] = None
-        self.last: Optional[float] = None
-
-    def on_step(self, step: int) -> None:
-        self.last = time.time()
-        if self.first is None:
-            self.first = self.last
-
-    def on_metrics(self, metrics: dict) -> None:
-        metrics.update(first_step_at=self.first, last_step_at=self.last)
-
-
-class _SaveRewindWeights(TrialHook):
-    """rewind.to: step — the dense trial stores its weights after ``rewind.step`` optimizer steps."""
-
-    def __init__(self, exp: Experiment, key: TrialKey, store: Store, model: torch.nn.Module):
-        self.exp, self.key, self.store, self.model = exp, key, store, model
-
-    def on_step(self, step: int) -> None:
-        if step == self.exp.rewind.step:
-            from safetensors.torch import save
-
-            state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-            self.store.write_bytes(rewind_path(self.key.seed, step), save(state))
 
 
 # -- the step -------------------------------------------------------------------
@@ -396,14 +119,16 @@ def train_step(net: torch.nn.Module, batch: dict, optimizer: torch.optim.Optimiz
     return loss.detach()
 
 
-# -- the loop -----------------------------------------------------------------
+class Fit:
+    """Fine-tuning state of one trial: model, optimizer, schedule, data, mask.
 
+    ``name`` labels the log lines; ``shuffle_seed(epoch)`` seeds each epoch's data order.
+    """
 
-class _Fit:
-    """Fine-tuning state of one trial: model, optimizer, schedule, data, mask."""
-
-    def __init__(self, exp: Experiment, rt: Runtime, model, mask, data: VQADataset, tokenizer, key: TrialKey, epochs: int):
-        self.exp, self.rt, self.key, self.data, self.epochs = exp, rt, key, data, epochs
+    def __init__(self, exp: Experiment, rt: Runtime, model, mask, data: VQADataset, tokenizer, epochs: int, *,
+                 name: str, shuffle_seed: Callable[[int], int]):
+        self.exp, self.rt, self.data, self.epochs = exp, rt, data, epochs
+        self.name, self.shuffle_seed = name, shuffle_seed
         t = exp.training
         self.model = lxmodel.use_sdpa_attention(model.to(rt.device))
         self.enforcer = pruning.MaskEnforcer(self.model, mask) if mask else None  # zeroes the pruned weights now
@@ -441,7 +166,7 @@ class _Fit:
 
     def train_epoch(self, hooks: Sequence[TrialHook] = ()) -> dict:
         rt = self.rt
-        loader = make_loader(self.data.train, self.train_tokens, self.rank_batch, rt, shuffle_seed=trial_seed(self.key, f"data{self.epoch}"), num_workers=self.exp.data.loader_workers)
+        loader = make_loader(self.data.train, self.train_tokens, self.rank_batch, rt, shuffle_seed=self.shuffle_seed(self.epoch), num_workers=self.exp.data.loader_workers)
         self.net.train()
         total, count = torch.zeros((), device=rt.device), 0
         for batch in loader:
@@ -476,10 +201,6 @@ class _Fit:
         preds_np = preds_np[first]
         return evaluation_metrics(split, rows_np, [self.data.answers[i] for i in preds_np])
 
-    def start_info(self, resumed: bool) -> TrialStart:
-        return TrialStart(self.key, self.rt.rank, self.rt.world, self.epochs, self.steps_per_epoch, self.epoch,
-                          self.step, resumed)
-
     def run(self, log: Callable[[str], None], hooks: Sequence[TrialHook] = ()) -> list[dict]:
         while self.epoch < self.epochs:
             t0 = time.time()
@@ -491,7 +212,7 @@ class _Fit:
                 metrics["sparsity"] = self.measured_sparsity()
             self.history.append(metrics)
             if self.rt.is_main:
-                log(f"{self.key.name} epoch {self.epoch}/{self.epochs}: loss {train['train_loss']:.4f} "
+                log(f"{self.name} epoch {self.epoch}/{self.epochs}: loss {train['train_loss']:.4f} "
                     f"accuracy {metrics['accuracy']:.4f} ({metrics['epoch_seconds']:.1f}s)")
             for hook in hooks:
                 hook.on_epoch(metrics, self.state)
@@ -519,191 +240,3 @@ def evaluation_metrics(split: VQASplit, rows: np.ndarray, predictions: list[str]
     types = [split.answer_types[i] for i in rows]
     kinds = [split.question_kinds[i] for i in rows]
     return accuracy_metrics(predictions, answers, types, kinds)
-
-
-# -- the trial ----------------------------------------------------------------
-
-
-def initial_model(exp: Experiment, key: TrialKey, store: Store, num_answers: int, log: Callable[[str], None] = print,
-                  answers: Optional[Sequence[str]] = None):
-    """(model, tokenizer, mask) at the start of a trial: the rewind point, its mask, its control's weights.
-
-    The answer head starts seeded, or with ``model.answer_table`` from the
-    checkpoint's QA head (``answers``, the label order, is then needed) — in
-    every trial alike; a control that re-initialises (reinit, scratch) redraws it too.
-    """
-    model_dir = rewind_point(exp, store, log)
-    tokenizer = lxmodel.load_tokenizer(exp.model.tokenizer or model_dir)
-    table = lxmodel.read_answer_table(exp.model.answer_table) if exp.model.answer_table else None
-    # The answer head's start is the rewind point's: the dense trial's seed (shared with rewind.dense_seed).
-    model = lxmodel.load_model(model_dir, num_answers, seed=trial_seed(dense_key(key.seed, exp), "answer-head"),
-                               answer_table=table, answers=answers, log=log)
-    if exp.rewind.to == "step" and key.level > 0:
-        _load_rewind_weights(exp, key, store, model)
-    mask = trial_mask(exp, key, store, model)
-    control = subnetworks.control(key.subnetwork)
-    if control is not None:
-        control.init(model, trial_seed(key, subnetworks.FRESH_INIT))
-    return model, tokenizer, mask
-
-
-def run_trial(
-    exp: Experiment,
-    key: TrialKey,
-    store: Optional[Store] = None,
-    *,
-    hooks: Sequence[TrialHook] = (),
-    resume_state: Optional[dict] = None,
-    log: Callable[[str], None] = print,
-) -> dict:
-    """Run one trial end to end and return its final metrics (also written to the store).
-
-    1. build the model at the rewind point (seeded answer head; a control's fresh weights);
-    2. get the mask: parent's child mask, a generated one, or none;
-    3. fine-tune with the mask enforced, evaluating every epoch (``hooks`` see every step and epoch);
-    4. rank 0 writes the child masks of its chain and ``metrics.json`` (the done marker).
-    """
-    validate_key(exp, key)
-    store = store or Store.for_experiment(exp)
-    rt = runtime(exp)
-    facts = resolved_facts(rt)  # what `precision: auto` etc. became here; never mix them in one store
-    check_compatible(store, facts, exp.resources.allow_mixed, record=rt.is_main, trial=key.name, warn=log)
-    started = time.time()
-    beat = Heartbeat(store, attempt_path(key.name, started, uuid.uuid4().hex[:6]), {
-        "trial": key.name, "started_at": started, "resumed": resume_state is not None,
-        "host": socket.gethostname(), "pid": os.getpid(),
-    }) if rt.is_main else None
-    ok = False
-    try:
-        data = load_dataset(exp, store)
-        model, tokenizer, mask = initial_model(exp, key, store, data.num_answers, log, answers=data.answers)
-        torch.manual_seed(trial_seed(key, "dropout"))
-        fit = _Fit(exp, rt, model, mask, data, tokenizer, key, epochs=exp.training.epochs)
-        if resume_state is not None:
-            fit.load_state(resume_state)
-            log(f"{key.name}: resumed from epoch {fit.epoch}")
-        hooks = [StepClock(), *hooks]
-        if exp.rewind.to == "step" and key.subnetwork == DENSE:
-            if exp.rewind.step > fit.total_steps:
-                raise ValueError(f"rewind.step {exp.rewind.step} is beyond the dense fine-tune's {fit.total_steps} steps")
-            if rt.is_main:
-                hooks.insert(1, _SaveRewindWeights(exp, key, store, fit.model))
-        for hook in hooks:
-            hook.on_start(fit.start_info(resume_state is not None))
-        history = fit.run(log, hooks)
-        digests = replica_digests(fit.model, rt)
-        if not rt.is_main:
-            ok = True
-            return history[-1]
-        metrics = {**_final_metrics(exp, key, store, fit, mask, history, started, digests), "facts": facts}
-        for hook in hooks:
-            hook.on_metrics(metrics)
-        store.delete(failed_path(key.name))
-        store.write_json(metrics_path(key.name), metrics)
-        for hook in hooks:
-            hook.on_end(metrics)
-        ok = True
-        return metrics
-    finally:
-        for hook in hooks:
-            hook.on_close(ok)
-        if beat is not None:
-            beat.stop(ok)
-
-
-class Heartbeat:
-    """A trial attempt's file in the store, rewritten every ``every`` seconds while it runs.
-
-    It says who runs it (host, pid), since when, and ``heartbeat_at``; at the
-    end ``ended_at`` and ``ok``. ``lxsweep status`` calls an attempt whose
-    beat is stale (``store.STALE_SECONDS``), or whose process is gone from
-    this host, dead rather than running. A beat that fails (a store outage)
-    is skipped: the next one writes again.
-    """
-
-    def __init__(self, store: Store, rel: str, record: dict, every: float = HEARTBEAT_SECONDS):
-        import threading
-
-        self.store, self.rel, self.record, self.every = store, rel, dict(record), every
-        self.record["heartbeat_at"] = time.time()
-        store.write_json(rel, self.record)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lxsweep-heartbeat-{record['trial']}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            try:
-                self.store.write_json(self.rel, {**self.record, "heartbeat_at": time.time()})
-            except Exception:  # noqa: BLE001 — a missed beat must never end the trial; the next one retries
-                pass
-
-    def stop(self, ok: bool) -> None:
-        self._stop.set()
-        self._thread.join()
-        now = time.time()
-        try:
-            self.store.write_json(self.rel, {**self.record, "heartbeat_at": now, "ended_at": now, "ok": ok})
-        except Exception:  # noqa: BLE001 — never hide the trial's own error; a stale beat reads as dead anyway
-            pass
-
-
-def _final_metrics(exp: Experiment, key: TrialKey, store: Store, fit: "_Fit", mask: Optional[pruning.Mask],
-                   history: list[dict], started: float, digests: list[str]) -> dict:
-    """Rank 0: write the child masks and the sparsity report; the trial's final metrics."""
-    rt = fit.rt
-    weights = write_weights(exp, key, store, fit.model)
-    children = write_child_masks(exp, key, store, fit.model, mask)
-    total_params = sum(p.numel() for p in fit.model.parameters())
-    report_ = pruning.sparsity_report(mask, total_params) if mask else None
-    if report_:
-        store.write_json(sparsity_path(key.name), report_)
-    final = history[-1]
-    return {
-        "trial": key.name, "level": key.level, "subnetwork": key.subnetwork, "seed": key.seed,
-        "target_sparsity": exp.sparsity(key.level),
-        "sparsity": report_["sparsity"] if report_ else 0.0,
-        "sparsity_all": report_["sparsity_all_parameters"] if report_ else 0.0,
-        # Measured on the trained weights: below `sparsity` when the mask was not enforced (pruned weights regrew).
-        **({"trained_sparsity": fit.measured_sparsity()} if mask else {}),
-        **{k: v for k, v in final.items() if k.startswith("accuracy")},
-        "best_accuracy": max(h["accuracy"] for h in history),
-        "train_loss": final["train_loss"], "epochs": len(history), "steps": fit.step,
-        "history": history, "child_masks": children, "weights": weights,
-        "started_at": started, "finished_at": time.time(), "duration_s": round(time.time() - started, 3),
-        "experiment": exp.name, "hash": exp.hash, "world_size": rt.world, "replica_digests": digests, "device": str(rt.device),
-        "host": socket.gethostname(), "python": platform.python_version(), "torch": torch.__version__,
-    }
-
-
-def tensors_digest(state: dict[str, torch.Tensor]) -> str:
-    """sha256 (16 hex digits) of a state dict's names, dtypes, shapes and bytes, in name order."""
-    h = hashlib.sha256()
-    for name in sorted(state):
-        t = state[name].detach().cpu().contiguous().reshape(-1)
-        h.update(f"{name}|{t.dtype}|{list(state[name].shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def replica_digests(model: torch.nn.Module, rt: Runtime) -> list[str]:
-    """A digest of every rank's final weights (DDP replicas must agree bit for bit)."""
-    h = hashlib.sha256()
-    state = model.state_dict()
-    for name in sorted(state):
-        h.update(state[name].detach().float().cpu().contiguous().numpy().tobytes())
-    mine = h.hexdigest()[:16]
-    if rt.world == 1:
-        return [mine]
-    out: list = [None] * rt.world
-    dist.all_gather_object(out, mine)
-    return out
-
-
-def _load_rewind_weights(exp: Experiment, key: TrialKey, store: Store, model: torch.nn.Module) -> None:
-    from safetensors.torch import load
-
-    rel = rewind_path(key.seed, exp.rewind.step)
-    if not store.exists(rel):
-        raise FileNotFoundError(f"trial {key.name} rewinds to {rel} in {store.root} — run {TrialKey(0, DENSE, key.seed)} first")
-    model.load_state_dict(load(store.read_bytes(rel)))

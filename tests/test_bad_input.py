@@ -34,7 +34,8 @@ def world(tmp_path_factory) -> dict:
     runs = base / "runs"
     assert main(["plan", str(SMOKE), "--set", f"storage={runs}"]) == 0
     from lxsweep.config import load_experiment
-    from lxsweep.store import Store, write_experiment
+    from lxsweep.config import write_experiment
+    from lxsweep.store import Store
 
     exp = load_experiment(SMOKE, [f"storage={runs}"])
     write_experiment(Store.for_experiment(exp), exp)

@@ -140,8 +140,10 @@ def test_old_tracking_key_says_what_to_write(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "tracking.wandb was replaced by tracking.backend" in lines[0]
     assert "backend: none" in lines[0] and str(path) in lines[0]
+    from lxsweep.preflight import check_tracking
+
     with pytest.raises(ConfigError, match="unknown backend 'mlflow'"):
-        from_dict({"tracking": {"backend": "mlflow"}})
+        check_tracking(from_dict({"tracking": {"backend": "mlflow"}}))
 
 
 def test_status_and_report_on_an_old_store_use_its_recorded_hash(tmp_path):

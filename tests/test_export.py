@@ -14,7 +14,7 @@ from lxsweep import pruning
 from lxsweep.config import load_experiment
 from lxsweep.plan import TrialKey, keeps_weights
 from lxsweep.store import Store, mask_path, metrics_path, weights_path
-from lxsweep.train import run_trial
+from lxsweep.trial import run_trial
 
 K = TrialKey.parse
 QUIET = {"log": lambda s: None}
@@ -28,7 +28,7 @@ def sweep(tmp_path_factory, request):
     tmp = tmp_path_factory.mktemp("sweep")
     exp = load_experiment(ROOT / "experiments" / "smoke.yaml", [*TINY, f"storage={tmp / 'runs'}"])
     store = Store.for_experiment(exp)
-    from lxsweep.store import write_experiment
+    from lxsweep.config import write_experiment
 
     write_experiment(store, exp)
     for name in ("dense-L0-s0", "low-L1-s0"):

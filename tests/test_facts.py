@@ -12,7 +12,8 @@ from lxsweep.config import from_dict, load_experiment
 from lxsweep.facts import FACTS_FILE, MixedTrialsError, check_compatible, resolved_facts
 from lxsweep.store import Store
 from lxsweep.plan import TrialKey
-from lxsweep.train import run_trial, runtime
+from lxsweep.train import runtime
+from lxsweep.trial import run_trial
 
 
 def test_auto_precision_resolves_to_fp32_on_cpu():

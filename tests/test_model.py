@@ -126,7 +126,7 @@ def test_every_trial_starts_its_head_from_the_table(tmp_path, smoke_file, tiny_o
     from lxsweep.plan import TrialKey
     from lxsweep.pretrain import rewind_point
     from lxsweep.store import Store
-    from lxsweep.train import initial_model
+    from lxsweep.trial import initial_model
 
     base = load_experiment(smoke_file, tiny_overrides)
     store = Store.for_experiment(base)

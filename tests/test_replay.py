@@ -12,8 +12,9 @@ from lxsweep.cli import main
 from lxsweep.config import ConfigError, from_dict, load_experiment
 from lxsweep.plan import Plan, TrialKey, child_masks, mask_source, parent, validate_key
 from lxsweep.report import load_rows, nominal_table, report_nominal, to_markdown
-from lxsweep.store import Store, mask_path, metrics_path, weights_path, write_experiment
-from lxsweep.train import run_trial
+from lxsweep.config import write_experiment
+from lxsweep.store import Store, mask_path, metrics_path, weights_path
+from lxsweep.trial import run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 K = TrialKey.parse
@@ -193,7 +194,7 @@ def test_stepwise_dense_trial_writes_the_trained_levels_and_followers_for_every_
                                                     ("code_random", 3), ("layer_random", 3)])
     from safetensors.torch import load
 
-    from lxsweep.train import initial_model
+    from lxsweep.trial import initial_model
 
     state = load(store.read_bytes(weights_path("dense-L0-s0")))
     trained = {n: state[n] for n in pruning.prunable_names(state, exp.pruning.scope)}

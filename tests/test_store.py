@@ -21,7 +21,7 @@ from lxsweep.config import load_experiment
 from lxsweep.plan import Plan, TrialKey
 from lxsweep.status import snapshot, status_lines
 from lxsweep.store import STALE_SECONDS, Store, attempt_path, attempts_dir, failed_path, mask_path, metrics_path
-from lxsweep.train import Heartbeat
+from lxsweep.trial import Heartbeat
 
 SMOKE = ROOT / "experiments" / "smoke.yaml"
 SETS = [*TINY, "pruning.levels=2"]

@@ -19,7 +19,8 @@ from lxsweep.report import load_rows
 from lxsweep.store import Store
 from lxsweep.tracking import open_sweep_tracker, open_trial_tracker, tracker_names
 from lxsweep.tracking.base import trial_outputs
-from lxsweep.train import TrialStart, run_trial
+from lxsweep.hooks import TrialStart
+from lxsweep.trial import run_trial
 from tensorboard_records import run as read_run
 from wandb_records import lineage, run_info
 

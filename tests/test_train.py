@@ -15,7 +15,8 @@ from lxsweep.config import load_experiment
 from lxsweep.data.source import load_dataset
 from lxsweep.plan import TrialKey
 from lxsweep.store import Store, mask_path
-from lxsweep.train import _Fit, initial_model, run_trial, runtime
+from lxsweep.train import Fit, runtime
+from lxsweep.trial import initial_model, run_trial
 
 K = TrialKey.parse
 
@@ -42,7 +43,9 @@ def test_pruned_weights_stay_exactly_zero_with_adamw_weight_decay(exp):
     params = pruning.prunable_parameters(model, exp.pruning.scope)
     mask = pruning.random_mask({n: p.shape for n, p in params.items()}, 0.5, seed=0, level=1)
     assert exp.training.weight_decay > 0
-    fit = _Fit(exp, runtime(exp), model, mask, data, tok, K("random-L1-s0"), epochs=1)
+    key = K("random-L1-s0")
+    fit = Fit(exp, runtime(exp), model, mask, data, tok, epochs=1, name=key.name,
+              shuffle_seed=lambda epoch: key.seed_for(f"data{epoch}"))
     fit.run(log=lambda s: None)
     for name, p in pruning.prunable_parameters(fit.model, exp.pruning.scope).items():
         assert torch.count_nonzero(p.detach()[~mask[name]]) == 0, name

@@ -25,4 +25,5 @@ def open_trial_tracker(exp: Experiment, key: TrialKey, store: Store, run_id: Opt
 
 def open_sweep_tracker(exp: Experiment, store: Store) -> SweepTracker:
     """The sweep's summary tracker."""
-    return backend(exp.tracking.backend).sweep(exp, store)
+    opener = backend(exp.tracking.backend).sweep or SweepTracker
+    return opener(exp, store)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from lxsweep.config import Experiment
-from lxsweep.plan import TrialKey, mask_source, parent
+from lxsweep.plan import TrialKey, mask_source, parent, trial_mask_name
 from lxsweep.store import Store, mask_path, tracker_dir
 from lxsweep.tracking.registry import register_tracker
 
@@ -80,8 +80,6 @@ def mask_artifact(exp: Experiment, mask: str, made_by: str) -> TrialArtifact:
 
 def trained_mask(exp: Experiment, key: TrialKey) -> Optional[TrialArtifact]:
     """The mask trial ``key`` trains with (its parent's child mask, or one generated at its start), if any."""
-    from lxsweep.train import trial_mask_name
-
     mask = trial_mask_name(exp, key)
     if mask is None:
         return None

@@ -4,8 +4,8 @@ The built-in backends register themselves when their module is first imported;
 importing lazily keeps ``import wandb`` (seconds) out of every process that
 tracks with something else. Anyone can add a backend with
 :func:`register_tracker` from their own module (a test, a plugin) without
-editing lxsweep. This module imports nothing of lxsweep, so the config can ask
-it which names are valid.
+editing lxsweep. This module imports nothing of lxsweep; ``lxsweep.preflight``
+asks it which names are valid before a command tracks anything.
 """
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ BUILTIN = {"none": "lxsweep.tracking.base", "wandb": "lxsweep.tracking.wandb",
 
 @dataclass(frozen=True)
 class Backend:
-    """``trial(exp, key, store, run_id)`` -> a TrialTracker; ``sweep(exp, store)`` -> a SweepTracker."""
+    """``trial(exp, key, store, run_id)`` -> a TrialTracker; ``sweep(exp, store)`` -> a SweepTracker, or None
+    (the sweep then has the base :class:`~lxsweep.tracking.base.SweepTracker`, which records nothing)."""
 
     trial: Callable[..., Any]
-    sweep: Callable[..., Any]
+    sweep: Optional[Callable[..., Any]]
 
 
 _BACKENDS: dict[str, Backend] = {}
@@ -35,10 +36,6 @@ def register_tracker(name: str, trial: Callable[..., Any], sweep: Optional[Calla
     ``sweep(exp, store)`` opens the sweep's summary tracker; without it the
     sweep has none (the base :class:`~lxsweep.tracking.base.SweepTracker`).
     """
-    if sweep is None:
-        from lxsweep.tracking.base import SweepTracker
-
-        sweep = SweepTracker
     _BACKENDS[name] = Backend(trial=trial, sweep=sweep)
 
 
