@@ -80,7 +80,7 @@ def worker(method: str, seed: int, sparsity: float, out: Path) -> dict:
     before = proc_status()["VmRSS"]
     start = time.perf_counter()
     if method == "lxsweep":
-        mask = pruning.magnitude_mask(weights, current, sparsity, "low")
+        mask = pruning.magnitude_mask(weights, current, sparsity)
     elif method == "kthvalue":
         mask = kthvalue_mask(weights, sparsity)
     else:

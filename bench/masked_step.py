@@ -172,7 +172,7 @@ def bench_model(name: str, shape: Shape, rt: Runtime, batch_size: int, steps: in
     batch = make_batch(shape, batch_size, device)
     params = pruning.prunable_parameters(model)
     weights = {n: p.detach() for n, p in params.items()}
-    mask = pruning.magnitude_mask(weights, pruning.full_mask(weights), SPARSITY, "low")
+    mask = pruning.magnitude_mask(weights, pruning.full_mask(weights), SPARSITY)
     variants = {}
     if "prune" in args.variants:  # a second model: at LXMERT-base that is ~3.5 GB more with its optimizer
         reparam_model = copy.deepcopy(model)

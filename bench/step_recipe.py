@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     rt = Runtime(torch.device("cpu"))
     base = lxmodel.build_tiny(DEMO.config, DEMO.answers, DEMO.vocab, DEMO.feat_dim, seed=0)
     weights = {n: p.detach() for n, p in pruning.prunable_parameters(base).items()}
-    mask = pruning.magnitude_mask(weights, pruning.full_mask(weights), 0.5, "low")
+    mask = pruning.magnitude_mask(weights, pruning.full_mask(weights), 0.5)
     batch = make_batch(DEMO, DEMO.batch, rt.device)
 
     def variant(sdpa: bool, multi_tensor: bool):

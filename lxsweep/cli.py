@@ -419,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--subnetwork", default=None,
                    help=f"one of {', '.join(subnetworks.names())} or one a plugin registers "
-                        f"(default: {subnetworks.TICKET} above level 0; level 0 alone is the dense model)")
+                        f"(default: {subnetworks.ticket()} above level 0; level 0 alone is the dense model)")
     p.add_argument("--seed", type=int, required=True, help="one of the experiment's seeds")
     p.add_argument("--check", action="store_true",
                    help="the trial is finished in the store: exit 1 unless the reproduction matches it")

@@ -62,7 +62,7 @@ def trial_key(exp: Experiment, level: int, subnetwork: str | None, seed: int) ->
     that trains only at levels >= 1 names the dense model at level 0.
     """
     if subnetwork is None:
-        subnetwork = DENSE if level == 0 else subnetworks.TICKET
+        subnetwork = DENSE if level == 0 else subnetworks.ticket()
     elif level == 0 and subnetwork != DENSE and 0 not in subnetworks.levels(subnetwork, exp.num_levels):
         subnetwork = DENSE
     return TrialKey(level, subnetwork, seed)
@@ -116,7 +116,7 @@ def parent(exp: Experiment, key: TrialKey) -> TrialKey | None:
 def keeps_weights(exp: Experiment, key: TrialKey) -> bool:
     """``training.keep_weights``: every trial, only tickets (the ticket criterion and dense), or none."""
     keep = exp.training.keep_weights
-    return keep == "all" or (keep == "tickets" and key.subnetwork in (DENSE, subnetworks.TICKET))
+    return keep == "all" or (keep == "tickets" and key.subnetwork in (DENSE, subnetworks.ticket()))
 
 
 def child_masks(exp: Experiment, key: TrialKey) -> list[TrialKey]:

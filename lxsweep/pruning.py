@@ -41,7 +41,6 @@ __all__ = [
     "ALL_GROUPS",
     "SCOPE_GROUPS",
     "ANY_SHAPE_GROUPS",
-    "KINDS",
     "Mask",
     "MaskEnforcer",
     "full_mask",
@@ -89,7 +88,6 @@ SCOPE_GROUPS: dict[str, str] = {
 ALL_GROUPS: tuple[str, ...] = ("language", "vision", "cross", "pooler")  # the default scope
 # Groups whose tensors are pruned whatever their shape (biases, LayerNorm); the others take 2-D weights only.
 ANY_SHAPE_GROUPS: frozenset[str] = frozenset({"published_code"})
-KINDS: tuple[str, ...] = ("low", "high")
 
 _INT32_MAX = 0x7FFFFFFF
 _HIGH_BUCKETS = 1 << 15  # high 16 bits of a non-negative int32 key
@@ -298,11 +296,6 @@ def _check_sparsity(value: float) -> None:
         raise ValueError(f"sparsity must be in [0, 1), got {value!r}")
 
 
-def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise ValueError(f"unknown pruning kind {kind!r}; expected one of {list(KINDS)}")
-
-
 def _check_ranking_inputs(name: str, w: Tensor, m: Tensor) -> None:
     """One tensor a magnitude ranking reads: its mask is a bool tensor of its shape, its weights have no NaN."""
     if m.shape != w.shape or m.dtype != torch.bool:
@@ -333,13 +326,14 @@ def magnitude_mask(
     weights: Mapping[str, Tensor],
     current: Mask,
     sparsity: float,
-    kind: str = "low",
+    *,
+    largest: bool = False,
     layerwise: bool = False,
 ) -> Mask:
     """Prune survivors of ``current`` by magnitude until ``sparsity`` of all weights is removed.
 
-    ``kind="low"`` removes the smallest surviving ``|w|`` (the lottery ticket),
-    ``kind="high"`` the largest. ``sparsity`` is the fraction of *all* prunable
+    By default the smallest surviving ``|w|`` are removed (the lottery ticket);
+    ``largest=True`` removes the largest. ``sparsity`` is the fraction of *all* prunable
     weights removed after this step (not of the survivors); exactly
     ``removed_count(sparsity, total)`` weights are removed overall (global,
     default) or per tensor (``layerwise=True``). Only survivors are removed, so
@@ -347,11 +341,10 @@ def magnitude_mask(
     in canonical order (tensor name sorted, then flat index) is removed first.
 
     Raises ValueError for a sparsity outside [0, 1) or below what ``current``
-    already removes, an unknown kind, mismatched names/shapes, or NaN weights.
+    already removes, mismatched names/shapes, or NaN weights.
     Returns new CPU bool tensors in the order of ``weights``.
     """
     _check_sparsity(sparsity)
-    _check_kind(kind)
     if set(weights) != set(current):
         only_w = sorted(set(weights) - set(current))
         only_m = sorted(set(current) - set(weights))
@@ -368,7 +361,7 @@ def magnitude_mask(
         # Non-negative IEEE-754 floats order exactly like their bit patterns, so
         # |w| as int32 bits is an exact, monotone integer key.
         key = _flat_float32(weights[name]).view(torch.int32) & _INT32_MAX
-        if kind == "high":
+        if largest:
             key.bitwise_xor_(_INT32_MAX)  # == INT32_MAX - key: largest magnitude sorts first
         return key
 
@@ -415,8 +408,8 @@ def random_mask(shapes: Mapping[str, torch.Size], sparsity: float, seed: int, le
 # ------------------------------------------------------- the paper's code, replayed
 
 
-def stepwise_mask(weights: Mapping[str, Tensor], current: Mask, steps: int, rate: float = 0.1,
-                  kind: str = "low") -> Mask:
+def stepwise_mask(weights: Mapping[str, Tensor], current: Mask, steps: int, rate: float = 0.1, *,
+                  largest: bool = False) -> Mask:
     """``steps`` per-tensor pruning steps of ``rate`` from ``current``, no retraining in between.
 
     The paper's published code (docs/PAPER_CODE.md row a;
@@ -427,12 +420,11 @@ def stepwise_mask(weights: Mapping[str, Tensor], current: Mask, steps: int, rate
     removed, ties included: ``round(rate * n) + 1`` weights per step unless
     magnitudes tie. A tensor where that index does not exist (no survivor, or
     ``round(rate * n) == n``) is left as it is, as their ``except`` branch
-    does. ``kind="high"`` mirrors it on the largest magnitudes. The achieved
+    does. ``largest=True`` mirrors it on the largest magnitudes. The achieved
     sparsity is what the mask removes (above ``1 - (1 - rate) ** steps``);
     the result is a subset of ``current``, on the CPU. One sort per tensor
     (on the weights' device) serves every step.
     """
-    _check_kind(kind)
     if operator.index(steps) < 0 or not 0.0 < rate < 1.0:
         raise ValueError(f"stepwise pruning needs steps >= 0 and a rate in (0, 1), got {steps!r}, {rate!r}")
     out = {}
@@ -440,7 +432,7 @@ def stepwise_mask(weights: Mapping[str, Tensor], current: Mask, steps: int, rate
         _check_ranking_inputs(name, w, current[name])
         # On the weights' device: a GPU sorts LXMERT-base's tensors in milliseconds, a CPU takes about a minute.
         key = w.detach().float().reshape(-1).abs()
-        if kind == "high":
+        if largest:
             key = -key
         kept = current[name].detach().to(key.device).reshape(-1).clone()
         # The weights do not change between steps, so the survivors are always a suffix of the survivors'

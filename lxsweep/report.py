@@ -38,13 +38,6 @@ PANELS = {"accuracy": "overall", "accuracy_yesno": "yes/no", "accuracy_number": 
 REPORT_FILES = ("results.csv", "results.md", "accuracy_vs_sparsity.png", "training_curves.png", "where_pruned.png")
 MAX_KIND_PANELS = 8  # real VQA has 65 question types: too many panels; their numbers stay in the CSV
 BASELINE_STYLE = {"blind": (":", "blind (question only)"), "majority": ("-.", "majority answer")}
-# Pairs whose difference the report tests against seed noise, at every level both have.
-COMPARISONS = (("low", DENSE), ("low", "random"), ("high", "random"), ("low", "high"), ("random", DENSE),
-               ("reinit", "low"), ("reinit", "random"),  # the mask alone: is it the weights or the mask?
-               # the replay of the paper's code (docs/PAPER_CODE.md) and the layer-matched control
-               ("code_high", "code_random"), ("code_high", "random"), ("code_random", "random"),
-               ("low", "code_random"), ("low", "code_high"),
-               ("low", "layer_random"), ("layer_random", "random"))
 GROUPS = ("language", "vision", "cross", "pooler")
 
 
@@ -156,7 +149,7 @@ def best_tickets(rows: list[dict]) -> list[dict]:
     """
     levels: dict[int, list[dict]] = defaultdict(list)
     for r in rows:
-        if r["subnetwork"] == subnetworks.TICKET and r["level"] > 0:
+        if r["subnetwork"] == subnetworks.ticket() and r["level"] > 0:
             levels[r["level"]].append(r)
     return [{**max(rs, key=lambda r: (r["accuracy"], -r["seed"])), "seeds": len(rs),
              "accuracy_mean": statistics.fmean(r["accuracy"] for r in rs)} for _, rs in sorted(levels.items())]
@@ -167,13 +160,14 @@ def _by_seed(rows: list[dict], sub: str, level: int, metric: str = "accuracy") -
 
 
 def comparisons(rows: list[dict], metric: str = "accuracy") -> list[dict]:
-    """Paired differences (same seed) with 95% intervals, for :data:`COMPARISONS` at every level both sides have.
+    """Paired differences (same seed) with 95% intervals, for the registry's pairs (:func:`lxsweep.subnetworks.comparisons`)
+    at every level both sides have.
 
     ``dense`` is compared at level 0 against every level of the other side.
     """
     out = []
     levels = sorted({r["level"] for r in rows if r["level"] > 0})
-    for a, b in COMPARISONS:
+    for a, b in subnetworks.comparisons():
         for level in levels:
             left = _by_seed(rows, a, level, metric)
             right = _by_seed(rows, b, 0 if b == DENSE else level, metric)
@@ -475,7 +469,7 @@ def plot(rows: list[dict], path: str | Path, title: str, baselines: Optional[dic
                 else:
                     ax.errorbar(xs, ys, yerr=es, ls="none", color=color, capsize=3, zorder=3)
             if dense and f"{metric}_mean" in dense:
-                ax.axhline(100 * dense[f"{metric}_mean"], color="black", ls="--", lw=1, label="dense", zorder=1)
+                ax.axhline(100 * dense[f"{metric}_mean"], color="black", ls="--", lw=1, label=DENSE, zorder=1)
                 values.append(100 * dense[f"{metric}_mean"])
             for name, (ls, text) in BASELINE_STYLE.items():
                 value = (baselines or {}).get(name, {}).get(metric)
@@ -596,6 +590,21 @@ def report_nominal(store: Store) -> list[float]:
         return []
 
 
+def _import_plugins(store: Store, warn: Callable[[str], None] = _stderr) -> None:
+    """Import the plugins the store's experiment names, so their subnetworks' comparisons and styles are known.
+
+    A plugin that is gone (or an unreadable ``experiment.yaml``) costs only its rows' comparisons: one warning.
+    """
+    from lxsweep.config import read_experiment
+    from lxsweep.errors import ConfigError
+
+    if store.exists(EXPERIMENT_FILE):
+        try:
+            read_experiment(store)
+        except ConfigError as exc:
+            warn(f"lxsweep: warning: {exc}; reporting without the plugins it names (no comparisons for their rows)")
+
+
 def write_report(store: Store, nominal: Optional[list[float]] = None, trials: Optional[Iterable[str]] = None,
                  out: Optional[str | Path] = None) -> list[str]:
     """Write the report files (:data:`REPORT_FILES`) into ``<store>/report`` (or the local directory ``out``).
@@ -606,6 +615,7 @@ def write_report(store: Store, nominal: Optional[list[float]] = None, trials: Op
     """
     import tempfile
 
+    _import_plugins(store)
     rows = load_rows(store, with_history=True)
     if trials is not None:
         wanted = set(trials)

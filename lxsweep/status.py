@@ -19,7 +19,8 @@ from lxsweep.config import read_experiment
 from lxsweep.plan import Plan, TrialKey
 from lxsweep.store import (STALE_SECONDS, TRIALS_DIR, CorruptStoreFile, Store, attempt_started, attempts_dir,
                            failed_path, metrics_path, read_metrics)
-from lxsweep.subnetworks import DENSE, TICKET
+from lxsweep import subnetworks
+from lxsweep.subnetworks import DENSE
 
 TOLERANCE_POINTS = 3.0
 
@@ -121,7 +122,7 @@ def best_ticket(done: dict[TrialKey, dict], dense_seed: Callable[[int], int] = l
     ``dense_seed(seed)``: the seed of the dense trial a seed's chain starts from (``Experiment.dense_seed``).
     """
     dense = {k.seed: m["accuracy"] for k, m in done.items() if k.subnetwork == DENSE}
-    ok = [m for k, m in done.items() if k.subnetwork == TICKET and dense_seed(k.seed) in dense
+    ok = [m for k, m in done.items() if k.subnetwork == subnetworks.ticket() and dense_seed(k.seed) in dense
           and m["accuracy"] * 100 >= dense[dense_seed(k.seed)] * 100 - TOLERANCE_POINTS]
     return max(ok, key=lambda m: (m["sparsity"], m["accuracy"]), default=None)
 

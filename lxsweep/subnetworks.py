@@ -29,13 +29,12 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Optional, Union
 
 if TYPE_CHECKING:
     import torch
 
 DENSE = "dense"  # level 0: the fine-tuned rewind point, parent of every chain
-TICKET = "low"  # the lottery ticket: `lxsweep status` reports the sparsest one near dense
 DEFAULT = ("low", "high", "random")  # pruning.subnetworks when an experiment names none
 FRESH_INIT = "reinit"  # seed purpose of a control's fresh weights (kept: stores' reinit results depend on it)
 
@@ -88,6 +87,8 @@ class Criterion:
     color: Optional[str] = None
     marker: Optional[str] = None
     follows: Optional[str] = None  # an iterative criterion whose mask at the same level this one is derived from
+    compare: tuple[str, ...] = ()  # subnetworks (or dense) the report tests this one against, seed by seed
+    ticket: bool = False  # the lottery ticket: `lxsweep status` reports its sparsest trial near dense
 
     @property
     def generated(self) -> bool:
@@ -110,6 +111,7 @@ class Control:
     start: str  # where the kept weights start, one line
     color: Optional[str] = None
     marker: Optional[str] = None
+    compare: tuple[str, ...] = ()  # subnetworks (or dense) the report tests this one against, seed by seed
 
 
 Subnetwork = Union[Criterion, Control]
@@ -128,27 +130,33 @@ def _register(entry: Subnetwork) -> Subnetwork:
 
 def register_criterion(name: str, mask: MaskFn, *, iterative: bool, scores: str,
                        color: Optional[str] = None, marker: Optional[str] = None,
-                       follows: Optional[str] = None) -> Criterion:
+                       follows: Optional[str] = None, compare: tuple[str, ...] = (),
+                       ticket: bool = False) -> Criterion:
     """Add a pruning criterion. ``mask(MaskInputs) -> {name: bool tensor}`` (True = kept).
 
     ``follows``: a registered iterative criterion; the mask is then made from
     ``MaskInputs.followed`` (that criterion's mask at the same level) by the
-    trial that computes it, and ``iterative`` must be False.
+    trial that computes it, and ``iterative`` must be False. ``compare``: the
+    subnetworks (or ``dense``) the report pairs this one with, seed by seed, at
+    every level both have (:func:`comparisons`). ``ticket``: this criterion
+    makes the lottery tickets (one criterion does; the last registered wins).
     """
     if follows is not None:
         target = _REGISTRY.get(follows)
         if iterative or not isinstance(target, Criterion) or not target.iterative:
             raise ValueError(f"criterion {name!r}: follows {follows!r} needs a registered iterative criterion "
                              "and iterative=False")
-    return _register(Criterion(name, mask, iterative, scores, color, marker, follows))
+    return _register(Criterion(name, mask, iterative, scores, color, marker, follows, tuple(compare), ticket))
 
 
 def register_control(name: str, *, mask_of: Optional[str], init: InitFn, start: str,
-                     color: Optional[str] = None, marker: Optional[str] = None) -> Control:
-    """Add a control. ``mask_of``: a registered criterion (its mask at each level) or None (dense, level 0)."""
+                     color: Optional[str] = None, marker: Optional[str] = None,
+                     compare: tuple[str, ...] = ()) -> Control:
+    """Add a control. ``mask_of``: a registered criterion (its mask at each level) or None (dense, level 0);
+    ``compare`` as for :func:`register_criterion`."""
     if mask_of is not None and not isinstance(_REGISTRY.get(mask_of), Criterion):
         raise ValueError(f"control {name!r}: mask_of {mask_of!r} is not a registered criterion")
-    return _register(Control(name, mask_of, init, start, color, marker))
+    return _register(Control(name, mask_of, init, start, color, marker, tuple(compare)))
 
 
 # -- lookups ------------------------------------------------------------------
@@ -202,6 +210,27 @@ def followers(chain: str, wanted: list[str]) -> list[str]:
     return [n for n in _REGISTRY if n in need]
 
 
+def ticket() -> str:
+    """The criterion that makes the lottery tickets (``ticket=True``): ``trial`` names it by default above
+    level 0, ``training.keep_weights: tickets`` keeps its weights, ``status`` reports its sparsest trial."""
+    marked = [entry.name for entry in _REGISTRY.values() if isinstance(entry, Criterion) and entry.ticket]
+    if not marked:
+        raise ValueError("no registered criterion has ticket=True")
+    return marked[-1]
+
+
+def comparisons(present: Optional[Iterable[str]] = None) -> list[tuple[str, str]]:
+    """The pairs ``(a, b)`` the report tests against seed noise: every ``compare`` entry, in registration order.
+
+    ``present``: only the pairs whose two sides are both in it (``dense`` counts as present when named).
+    """
+    pairs = [(entry.name, other) for entry in _REGISTRY.values() for other in entry.compare]
+    if present is None:
+        return pairs
+    have = set(present)
+    return [(a, b) for a, b in pairs if a in have and b in have]
+
+
 def order(name: str) -> int:
     """Sort rank: dense first, then registration order, then names the registry lacks."""
     if name == DENSE:
@@ -221,13 +250,14 @@ def style(name: str) -> tuple[str, str]:
 # -- the built-ins ------------------------------------------------------------
 
 
-def _magnitude(kind: str) -> MaskFn:
+def _magnitude(largest: bool) -> MaskFn:
     def mask(inputs: MaskInputs) -> dict:
         from lxsweep.pruning import magnitude_mask, stepwise_mask
 
         if inputs.steps:  # schedule: stepwise (the paper's code, docs/PAPER_CODE.md row a)
-            return stepwise_mask(inputs.weights, inputs.current, inputs.steps, inputs.rate, kind)
-        return magnitude_mask(inputs.weights, inputs.current, inputs.sparsity, kind, inputs.layerwise)
+            return stepwise_mask(inputs.weights, inputs.current, inputs.steps, inputs.rate, largest=largest)
+        return magnitude_mask(inputs.weights, inputs.current, inputs.sparsity, largest=largest,
+                              layerwise=inputs.layerwise)
     return mask
 
 
@@ -253,24 +283,27 @@ def _fresh(model: "torch.nn.Module", seed: int) -> None:
     reinitialize(model, seed)
 
 
-register_criterion("low", _magnitude("low"), iterative=True, color="#1f77b4", marker="o",
+# `compare`: the pairs the report tests against seed noise (a name registered later, or absent from a store,
+# simply yields no rows). The ticket against dense, random and high; the mask alone (reinit) against the ticket.
+register_criterion("low", _magnitude(largest=False), iterative=True, color="#1f77b4", marker="o", ticket=True,
+                   compare=(DENSE, "random", "high", "code_random", "code_high", "layer_random"),
                    scores="|w| of the parent's trained weights: smallest removed (the lottery ticket)")
-register_criterion("high", _magnitude("high"), iterative=True, color="#ff7f0e", marker="s",
-                   scores="|w| of the parent's trained weights: largest removed")
-register_criterion("random", _random, iterative=False, color="#2ca02c", marker="^",
+register_criterion("high", _magnitude(largest=True), iterative=True, color="#ff7f0e", marker="s",
+                   compare=("random",), scores="|w| of the parent's trained weights: largest removed")
+register_criterion("random", _random, iterative=False, color="#2ca02c", marker="^", compare=(DENSE,),
                    scores="uniform keys seeded by (seed, level, tensor): smallest removed")
-register_control("reinit", mask_of="low", init=_fresh, color="#9467bd", marker="D",
+register_control("reinit", mask_of="low", init=_fresh, color="#9467bd", marker="D", compare=("low", "random"),
                  start="fresh random weights (seeded by the trial) under the low chain's mask")
 register_control("scratch", mask_of=None, init=_fresh, color="#d62728", marker="x",
                  start="fresh random weights, no mask, no pretraining: the dense model trained from scratch")
 # The published code's subnetworks (docs/PAPER_CODE.md rows b, c) and the layer-matched control (issue 11).
 register_criterion("code_high", _follower("code_high"), iterative=False, follows="low", color="#ff9896", marker="s",
-                   scores="the paper's code's 'high': from the low mask at the same level, per tensor, removes as "
+                   compare=("code_random", "random"), scores="the paper's code's 'high': from the low mask at the same level, per tensor, removes as "
                           "many as low keeps, from low's removed weights first, then at random")
 register_criterion("code_random", _follower("code_random"), iterative=False, follows="low", color="#98df8a",
-                   marker="^", scores="the paper's code's 'random': per tensor, each weight removed with the low "
+                   marker="^", compare=("random",), scores="the paper's code's 'random': per tensor, each weight removed with the low "
                                       "mask's removed fraction as a probability (counts approximate)")
 register_criterion("layer_random", _follower("layer_random"), iterative=False, follows="low", color="#006400",
-                   marker="v", scores="random weights, seeded by (seed, level, tensor), removed with the low "
+                   marker="v", compare=("random",), scores="random weights, seeded by (seed, level, tensor), removed with the low "
                                       "mask's exact per-tensor counts")
 _BUILTIN.update(_REGISTRY)

@@ -73,6 +73,7 @@ def _report_shows_toy(store: Store, tmp_path: Path) -> None:
 
     md = Path(store.path("report/results.md")).read_text()
     assert "| toy | 1 |" in md, md
+    assert "| toy − dense | 1 |" in md, md  # the comparison toy's registration declares
     without = tmp_path / "without-toy.png"
     plot([r for r in load_rows(store) if r["subnetwork"] != "toy"], without, "no toy")
     assert _colour_pixels(without, "toy") == 0
@@ -81,6 +82,9 @@ def _report_shows_toy(store: Store, tmp_path: Path) -> None:
 
 def test_toy_criterion_trial_then_status_and_report_on_experiment_and_store(tmp_path):
     sets = _sets(tmp_path, "[toy]", 2)
+    plan = cli("plan", str(SMOKE), "--no-checks", *_args(sets))
+    assert plan.returncode == 0, plan.stderr
+    assert "toy-L2-s0" in plan.stdout and "<- toy-L1-s0" in plan.stdout  # a chain in the DAG
     proc = cli("trial", str(SMOKE), "--level", "2", "--subnetwork", "toy", "--seed", "0", *_args(sets))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "running it first: dense-L0-s0, toy-L1-s0" in proc.stdout

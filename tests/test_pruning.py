@@ -171,7 +171,7 @@ def test_scope_follows_names_not_positions():
 @pytest.mark.parametrize("level", LEVELS)
 def test_magnitude_mask_exact_global_count(kind, level):
     w = distinct_weights(SHAPES, seed=1)
-    mask = magnitude_mask(w, full_mask(w), level, kind)
+    mask = magnitude_mask(w, full_mask(w), level, largest=kind == "high")
     assert removed(mask) == removed_count(level, total(mask)) == round(level * total(mask))
     assert list(mask) == list(w) and all(mask[n].shape == w[n].shape for n in w)
 
@@ -180,7 +180,7 @@ def test_magnitude_mask_exact_global_count(kind, level):
 @pytest.mark.parametrize("level", LEVELS)
 def test_magnitude_mask_exact_layerwise_count(kind, level):
     w = distinct_weights(SHAPES, seed=2)
-    mask = magnitude_mask(w, full_mask(w), level, kind, layerwise=True)
+    mask = magnitude_mask(w, full_mask(w), level, largest=kind == "high", layerwise=True)
     for name, m in mask.items():
         assert int((~m).sum()) == round(level * m.numel()), name
         kept, gone = w[name][m].abs(), w[name][~m].abs()
@@ -198,7 +198,7 @@ def test_global_low_mask_equals_torch_prune_oracle(model):
         for name, p in scope.items():
             p.copy_(values[name])
     level = 0.37
-    ours = magnitude_mask(scope, full_mask(scope), level, "low")
+    ours = magnitude_mask(scope, full_mask(scope), level)
 
     oracle_model = copy.deepcopy(model)
     modules = [(oracle_model.get_submodule(n.rsplit(".", 1)[0]), "weight") for n in scope]
@@ -211,8 +211,8 @@ def test_global_low_mask_equals_torch_prune_oracle(model):
 @pytest.mark.parametrize("start", [0.0, 0.19])
 def test_high_mask_removes_the_largest_survivors(start):
     w = distinct_weights(SHAPES, seed=4)
-    current = magnitude_mask(w, full_mask(w), start, "high")
-    mask = magnitude_mask(w, current, start + 0.1, "high")
+    current = magnitude_mask(w, full_mask(w), start, largest=True)
+    mask = magnitude_mask(w, current, start + 0.1, largest=True)
     assert_subset(mask, current)
     kept = torch.cat([w[n][mask[n]].abs() for n in w])
     newly_removed = torch.cat([w[n][current[n] & ~mask[n]].abs() for n in w])
@@ -223,7 +223,7 @@ def test_high_mask_removes_the_largest_survivors(start):
 
 def test_first_high_level_is_the_top_ten_percent():
     w = distinct_weights(SHAPES, seed=5)
-    mask = magnitude_mask(w, full_mask(w), 0.1, "high")
+    mask = magnitude_mask(w, full_mask(w), 0.1, largest=True)
     assert sparsity(mask) == pytest.approx(0.1, abs=1 / total(mask))
     flat = torch.cat([w[n].reshape(-1) for n in w])
     gone = torch.cat([(~mask[n]).reshape(-1) for n in w])
@@ -233,7 +233,7 @@ def test_first_high_level_is_the_top_ten_percent():
 
 def test_low_mask_removes_the_smallest_survivors():
     w = distinct_weights(SHAPES, seed=6)
-    current = magnitude_mask(w, full_mask(w), 0.3, "low")
+    current = magnitude_mask(w, full_mask(w), 0.3)
     # Retrained: ranks change, and pruned weights take values interleaved with the
     # survivors' (so they share histogram buckets with the threshold).
     g = torch.Generator().manual_seed(0)
@@ -243,7 +243,7 @@ def test_low_mask_removes_the_smallest_survivors():
         )
         for n, t in w.items()
     }
-    mask = magnitude_mask(w2, current, 0.5, "low")
+    mask = magnitude_mask(w2, current, 0.5)
     # Pruned weights here are anything but small: only survivors may be ranked.
     assert_subset(mask, current)
     assert removed(mask) == round(0.5 * total(mask))
@@ -262,7 +262,7 @@ def test_chain_of_levels_is_nested_and_exact(kind):
         # "Training": weights move, pruned ones stay exactly zero (as MaskEnforcer keeps them),
         # so for 'high' the pruned zeros would rank as the best candidates to keep.
         w = {n: (t + 0.2 * torch.randn(t.shape, generator=g)) * mask[n] for n, t in w.items()}
-        child = magnitude_mask(w, mask, target, kind)
+        child = magnitude_mask(w, mask, target, largest=kind == "high")
         assert_subset(child, mask)
         assert removed(child) == round(target * total(child))
         mask = child
@@ -271,9 +271,9 @@ def test_chain_of_levels_is_nested_and_exact(kind):
 def test_inputs_are_not_modified():
     w = distinct_weights(SHAPES, seed=8)
     w_before = {n: t.clone() for n, t in w.items()}
-    current = magnitude_mask(w, full_mask(w), 0.2, "low")
+    current = magnitude_mask(w, full_mask(w), 0.2)
     current_before = {n: m.clone() for n, m in current.items()}
-    out = magnitude_mask(w, current, 0.2, "low")  # same level: nothing more to remove
+    out = magnitude_mask(w, current, 0.2)  # same level: nothing more to remove
     assert all(torch.equal(out[n], current[n]) for n in w)
     out[next(iter(out))].fill_(False)  # the result never aliases the input mask
     assert all(torch.equal(w[n], w_before[n]) for n in w)
@@ -284,8 +284,8 @@ def test_mask_does_not_depend_on_dict_order():
     w = distinct_weights(SHAPES, seed=9)
     reordered = dict(reversed(list(w.items())))
     for kind in ("low", "high"):
-        a = magnitude_mask(w, full_mask(w), 0.45, kind)
-        b = magnitude_mask(reordered, full_mask(reordered), 0.45, kind)
+        a = magnitude_mask(w, full_mask(w), 0.45, largest=kind == "high")
+        b = magnitude_mask(reordered, full_mask(reordered), 0.45, largest=kind == "high")
         assert list(b) == list(reordered)
         assert all(torch.equal(a[n], b[n]) for n in w)
 
@@ -295,8 +295,8 @@ def test_ties_give_exact_deterministic_counts(kind):
     w = {n: torch.full(s, 0.5) for n, s in SHAPES.items()}
     n_total = sum(math.prod(s) for s in SHAPES.values())
     for level in (0.1, 0.33, 0.5):
-        a = magnitude_mask(w, full_mask(w), level, kind)
-        b = magnitude_mask(dict(reversed(list(w.items()))), full_mask(w), level, kind)
+        a = magnitude_mask(w, full_mask(w), level, largest=kind == "high")
+        b = magnitude_mask(dict(reversed(list(w.items()))), full_mask(w), level, largest=kind == "high")
         k = round(level * n_total)
         assert removed(a) == k
         assert all(torch.equal(a[n], b[n]) for n in w)
@@ -308,7 +308,7 @@ def test_ties_give_exact_deterministic_counts(kind):
 def test_partial_ties_keep_the_order_and_count():
     g = torch.Generator().manual_seed(10)
     w = {n: torch.randint(-3, 4, s, generator=g).float() for n, s in SHAPES.items()}
-    mask = magnitude_mask(w, full_mask(w), 0.4, "low")
+    mask = magnitude_mask(w, full_mask(w), 0.4)
     assert removed(mask) == round(0.4 * total(mask))
     kept = torch.cat([w[n][mask[n]].abs() for n in w])
     gone = torch.cat([w[n][~mask[n]].abs() for n in w])
@@ -320,22 +320,22 @@ def test_low_precision_weights_rank_like_float32():
     half = {n: t.to(torch.bfloat16) for n, t in w.items()}
     as_float = {n: t.float() for n, t in half.items()}
     for kind in ("low", "high"):
-        a = magnitude_mask(half, full_mask(half), 0.6, kind)
-        b = magnitude_mask(as_float, full_mask(as_float), 0.6, kind)
+        a = magnitude_mask(half, full_mask(half), 0.6, largest=kind == "high")
+        b = magnitude_mask(as_float, full_mask(as_float), 0.6, largest=kind == "high")
         assert all(torch.equal(a[n], b[n]) for n in w)
 
 
 def test_magnitude_mask_rejects_bad_requests():
     w = distinct_weights(SHAPES, seed=12)
-    current = magnitude_mask(w, full_mask(w), 0.5, "low")
+    current = magnitude_mask(w, full_mask(w), 0.5)
     with pytest.raises(ValueError, match="already has sparsity"):
-        magnitude_mask(w, current, 0.3, "low")
+        magnitude_mask(w, current, 0.3)
     with pytest.raises(ValueError, match="already has sparsity"):
-        magnitude_mask(w, current, 0.3, "low", layerwise=True)
+        magnitude_mask(w, current, 0.3, layerwise=True)
     for bad in (1.0, -0.1, float("nan"), 1.5):
         with pytest.raises(ValueError, match=r"\[0, 1\)"):
-            magnitude_mask(w, full_mask(w), bad, "low")
-    with pytest.raises(ValueError, match="unknown pruning kind"):
+            magnitude_mask(w, full_mask(w), bad)
+    with pytest.raises(TypeError):  # `largest` is keyword-only: a stray criterion name cannot slip in
         magnitude_mask(w, full_mask(w), 0.5, "random")
     with pytest.raises(ValueError, match="only in weights"):
         magnitude_mask(w, {n: m for n, m in full_mask(w).items() if n != "a.weight"}, 0.5)
@@ -527,7 +527,7 @@ def pruned_values(model, mask) -> torch.Tensor:
 
 def low_mask_for(model, level=0.5):
     scope = prunable_parameters(model)
-    return magnitude_mask(scope, full_mask(scope), level, "low")
+    return magnitude_mask(scope, full_mask(scope), level)
 
 
 def test_enforcer_zeroes_at_once_and_leaves_everything_else_untouched():

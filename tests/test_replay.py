@@ -47,7 +47,7 @@ def test_one_step_removes_round_rate_n_plus_one_per_tensor_ties_included():
     two = pruning.stepwise_mask(w, mask, steps=1, rate=0.1)
     assert (~two["a"]).view(-1).nonzero().view(-1).tolist() == [0, 1, 2, 3, 4, 5]
     assert pruning.stepwise_mask(w, pruning.full_mask(w), steps=2, rate=0.1)["a"].equal(two["a"])
-    high = pruning.stepwise_mask(w, pruning.full_mask(w), steps=1, rate=0.1, kind="high")
+    high = pruning.stepwise_mask(w, pruning.full_mask(w), steps=1, rate=0.1, largest=True)
     assert (~high["a"]).view(-1).nonzero().view(-1).tolist() == [17, 18, 19]  # mirrored: the largest
 
 
