@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 from typing import Optional
 
-from lxsweep.config import ConfigError, Experiment, load_experiment
+from lxsweep.config import ConfigError, Experiment, load_experiment, migrate_store
 
 
 class UserError(Exception):
@@ -22,7 +22,14 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace, check: bool = True) -> Experiment:
-    return load_experiment(args.experiment, args.overrides, check=check)
+    return _experiment(args.experiment, args.overrides, check=check)
+
+
+def _experiment(path: str, overrides: list[str], check: bool = True) -> Experiment:
+    """The experiment file, its store renamed first if an older lxsweep named it by an absolute model path."""
+    exp = load_experiment(path, overrides, check=check)
+    migrate_store(exp, log=lambda line: print(line, file=sys.stderr, flush=True))
+    return exp
 
 
 def _parser(sub, name: str, help_: str, example: str) -> argparse.ArgumentParser:
@@ -176,7 +183,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.target.endswith((".yaml", ".yml")):
         # An experiment file is a selection of its store (levels_of, subnetworks, nominal points: none of them
         # hashed): report that grid and its read-off points, not every trial another selection added.
-        exp = load_experiment(args.target, args.overrides, check=False)
+        exp = _experiment(args.target, args.overrides, check=False)
         nominal, trials = exp.pruning.nominal or None, {k.name for k in Plan(exp).trials}
         others = len(finished_trials(store) - trials)
         if others:
@@ -194,7 +201,7 @@ def _store_from_arg(target: str, overrides: list[str]):
     from lxsweep.store import EXPERIMENT_FILE, Store
 
     if target.endswith((".yaml", ".yml")):
-        store = Store.for_experiment(load_experiment(target, overrides, check=False))
+        store = Store.for_experiment(_experiment(target, overrides, check=False))
         if not store.exists(EXPERIMENT_FILE):
             raise UserError(f"{target}: its store {store.root} does not exist yet — launch the experiment "
                             f"(or run one `lxsweep trial`) first")

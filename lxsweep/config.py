@@ -20,11 +20,12 @@ import difflib
 import hashlib
 import importlib
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Callable, Literal, Optional, Union
 
 import yaml
 
@@ -198,6 +199,8 @@ class Experiment:
     source: str = field(default="<defaults>", metadata={"internal": True})  # the file it came from
     # The hash a store recorded (experiment.yaml): a store keeps its name when the hash scheme changes.
     recorded_hash: Optional[str] = field(default=None, metadata={"internal": True})
+    # model.* paths as the hash sees them: relative to the experiment file, never where the checkout lives.
+    hashed_paths: dict = field(default_factory=dict, metadata={"internal": True})
 
     # -- derived ---------------------------------------------------------
     def sparsity(self, level: int) -> float:
@@ -256,7 +259,16 @@ class Experiment:
             data.pop("synthetic", None)
         if self.model.pretrained is not None or self.data.source != "synthetic":
             model.pop("pretraining", None)  # only the synthetic task pretrains its rewind point
+        for key, value in self.hashed_paths.items():  # a directory next to the file: hashed as written there
+            if key in model:
+                model[key] = value
         return {k: v for k, v in d.items() if v != {}}
+
+    @property
+    def legacy_hash(self) -> str:
+        """The hash before model paths were hashed relative to the experiment file (stores named by it are
+        renamed by :func:`migrate_store`)."""
+        return canonical_hash(dataclasses.replace(self, hashed_paths={}).result_dict())
 
     @property
     def hash(self) -> str:
@@ -375,7 +387,9 @@ def resolve_model_dirs(exp: Experiment, base: Path) -> None:
     A relative ``model.pretrained``/``model.tokenizer`` (a directory) or
     ``model.answer_table`` (a file) is looked up next to the experiment file
     first (``checkpoints/x`` in ``experiments/smoke.yaml``), then in the current
-    directory; hub names (``org/model``) are left alone.
+    directory; hub names (``org/model``) are left alone. The hash sees such a
+    path relative to the experiment file (``hashed_paths``), so two checkouts
+    of a project at different places name its stores alike.
     """
     for key in ("pretrained", "tokenizer", "answer_table"):
         value = getattr(exp.model, key)
@@ -383,7 +397,9 @@ def resolve_model_dirs(exp: Experiment, base: Path) -> None:
             continue
         for candidate in (base / value, Path(value)):
             if candidate.is_dir() if key != "answer_table" else candidate.is_file():
-                setattr(exp.model, key, str(candidate.resolve()))
+                resolved = candidate.resolve()
+                setattr(exp.model, key, str(resolved))
+                exp.hashed_paths[key] = Path(os.path.relpath(resolved, base.resolve())).as_posix()
                 break
 
 
@@ -778,3 +794,33 @@ def read_experiment(store: Store) -> Experiment:
     if "hash" not in raw:
         raise CorruptStoreFile(where, "incomplete: no recorded hash", EXPERIMENT_FIX)
     return from_record(raw, where)
+
+
+def migrate_store(exp: Experiment, log: Callable[[str], None] = print) -> Optional[str]:
+    """Rename a local store named by :attr:`Experiment.legacy_hash` (an absolute model path in the hash) to the
+    experiment's store name, once; returns the new root, or None when there is nothing to move.
+
+    Nothing is overwritten: with both stores present, both stay and one line says so. Object stores are not
+    renamed (a copy of every object); the line says how.
+    """
+    if exp.recorded_hash or exp.legacy_hash == exp.hash:
+        return None
+    old, new = f"{exp.name}-{exp.legacy_hash}", exp.store_name
+    storage = exp.storage.removeprefix("file://")
+    if "://" in storage:
+        return None
+    base = Path(storage).expanduser()
+    if not (base / old / EXPERIMENT_FILE).is_file():
+        return None
+    if (base / new).exists():
+        log(f"lxsweep: note: {base / old} (named before model paths were hashed relative to the experiment file) "
+            f"and {base / new} both exist; using {base / new} and leaving the other as it is")
+        return None
+    (base / old).rename(base / new)
+    store = Store(str(base / new))
+    record = yaml.safe_load(store.read_bytes(EXPERIMENT_FILE))
+    record["hash"] = exp.hash
+    store.write_bytes(EXPERIMENT_FILE, yaml.safe_dump(record, sort_keys=False).encode())
+    log(f"lxsweep: renamed the store {base / old} to {base / new}: the hash now sees model paths relative to the "
+        f"experiment file, not where the checkout lives (finished trials are kept)")
+    return store.root

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 
 from ray.tune import Callback
 
-from lxsweep.config import Experiment, from_dict, write_experiment
+from lxsweep.config import Experiment, from_record, write_experiment
 from lxsweep.hooks import TrialHook, numbers
 from lxsweep.plan import Plan, TrialKey
 from lxsweep.status import status_lines
@@ -35,9 +35,8 @@ STATUS_SECONDS = 10.0
 
 
 def _experiment_from(config: dict) -> Experiment:
-    exp = from_dict(config["experiment"], config.get("source", "<sweep>"))
-    exp.source = config.get("source", "<sweep>")
-    return exp
+    """The driver's experiment, with its hash as recorded (a worker never re-derives the store's name)."""
+    return from_record(config["experiment"], config.get("source", "<sweep>"))
 
 
 def train_worker(config: dict) -> None:
@@ -335,7 +334,7 @@ def launch(exp: Experiment, address: Optional[str] = None, resume: bool = False,
     _connect(address, exp)
     try:
         rewind_point(exp, store, log=lambda s: print(f"lxsweep: {s}"))  # once, before trials race for it
-        base = {"experiment": exp.to_dict(), "source": exp.source, "store": store.root}
+        base = {"experiment": exp.record(), "source": exp.source, "store": store.root}
         searcher = _make_searcher(plan, store, base)
         if searcher.already_done:
             print(f"lxsweep: {len(searcher.already_done)} of {plan.fine_tunes} trials already in the store; "

@@ -224,3 +224,38 @@ def test_missing_file():
 def test_exponent_floats_without_a_dot(smoke_file):
     # YAML 1.1 reads "5e-5" as a string; a learning rate written that way must still work.
     assert load_experiment(smoke_file, ["training.lr=5e-5"]).training.lr == 5e-5
+
+
+def test_two_checkouts_at_different_paths_name_every_store_alike(tmp_path):
+    """The hash sees a model directory relative to the experiment file, not where the project lives."""
+    names = {}
+    for where in ("one", "deeper/two"):
+        shutil.copytree(ROOT / "experiments", tmp_path / where / "experiments")
+        names[where] = {p.name: load_experiment(p, check=False).store_name
+                        for p in sorted((tmp_path / where / "experiments").glob("*.yaml"))}
+    assert names["one"] == names["deeper/two"] and len(names["one"]) >= 5
+    smoke = load_experiment(tmp_path / "one" / "experiments" / "smoke.yaml", check=False)
+    assert smoke.model.pretrained == str((tmp_path / "one" / "experiments" / "checkpoints" / "tiny-lxmert-synthetic"))
+    assert smoke.legacy_hash != smoke.hash  # the old scheme hashed that absolute path
+
+
+def test_a_store_named_by_the_old_path_hash_is_renamed_once(tmp_path):
+    from lxsweep.config import migrate_store, read_experiment, write_experiment
+    from lxsweep.store import Store, metrics_path
+
+    shutil.copytree(ROOT / "experiments", tmp_path / "experiments")
+    exp = load_experiment(tmp_path / "experiments" / "smoke.yaml", [f"storage={tmp_path / 'runs'}"], check=False)
+    old = Store(str(tmp_path / "runs" / f"{exp.name}-{exp.legacy_hash}"))
+    write_experiment(old, dataclasses.replace(exp, recorded_hash=exp.legacy_hash))
+    old.write_json(metrics_path("dense-L0-s0"), {"accuracy": 0.5})
+    lines: list[str] = []
+    root = migrate_store(exp, log=lines.append)
+    assert root == str(tmp_path / "runs" / exp.store_name) and not Path(old.root).exists()
+    assert len(lines) == 1 and "renamed the store" in lines[0]
+    moved = Store(root)
+    assert moved.read_json(metrics_path("dense-L0-s0")) == {"accuracy": 0.5}  # finished trials kept
+    assert read_experiment(moved).hash == exp.hash
+    assert migrate_store(exp, log=lines.append) is None and len(lines) == 1  # once
+    # Both present: nothing moves, one line says which is used.
+    write_experiment(old, dataclasses.replace(exp, recorded_hash=exp.legacy_hash))
+    assert migrate_store(exp, log=lines.append) is None and Path(old.root).exists() and "both exist" in lines[-1]
