@@ -120,6 +120,9 @@ class TrainingConfig:
     # exactly zero in any of them). Selection only: the hash leaves both out.
     keep_weights: Literal["all", "tickets", "none"] = selects("all")
     weights_dtype: Literal["float16", "bfloat16", "float32"] = selects("float16")
+    # A sweep trial's Ray checkpoints (fp32 weights + AdamW state: ~2.7 GB for LXMERT-base) are the means to resume
+    # it; false deletes them once its metrics.json is written (the kept weights, mask and metrics stay).
+    keep_checkpoints: bool = selects(False)
     # false replays the paper's code (docs/PAPER_CODE.md row d): the mask zeroes the pruned weights once at the
     # start and is never applied again (no gradient zeroing), so AdamW and weight decay move them off zero;
     # metrics.json's `trained_sparsity` records the zeros left after retraining.

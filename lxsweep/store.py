@@ -184,6 +184,17 @@ class Store:
         else:
             os.unlink(self.path(rel))
 
+    def delete_tree(self, rel: str) -> None:
+        """Remove the directory ``rel`` and everything under it (nothing if it does not exist)."""
+        if self.uri:
+            try:
+                retrying(self.path(rel), lambda: self._fs.delete_dir(self._remote(rel)))
+            except FileNotFoundError:
+                pass
+        else:
+            if Path(self.path(rel)).is_dir():
+                shutil.rmtree(self.path(rel))
+
     def listdir(self, rel: str) -> list[str]:
         """Names directly under ``rel`` (empty if it does not exist)."""
         if not self.uri:

@@ -124,6 +124,11 @@ def trial_driver(config: dict) -> None:
     trainer.fit()
     if not store.exists(metrics_path(config["trial"])):
         raise RuntimeError(f"trial {config['trial']} ended without writing {metrics_path(config['trial'])}")
+    if not exp.training.keep_checkpoints:  # finished: its resume state is dead weight (training.keep_checkpoints)
+        run = f"{RAY_DIR}/train-{config['trial']}"
+        for name in store.listdir(run):
+            if name.startswith("checkpoint_"):
+                store.delete_tree(f"{run}/{name}")
     # Ray's share of the trial's wall time (bench/ray_overhead.py reads it).
     store.write_json(driver_path(config["trial"]), {"started_at": started, "finished_at": time.time()})
 

@@ -71,6 +71,9 @@ def test_every_trial_runs_after_its_parent(sweep):
         m1, m2 = (pruning.load_mask(store.path(mask_path(f"{chain}-L{k}-s0"))) for k in (1, 2))
         assert all(not (m2[n] & ~m1[n]).any() for n in m1), chain
     assert "store:" in proc.stdout and "low-L2-s0" in proc.stdout  # the closing results table
+    # Storage policy: a finished trial keeps weights, mask and metrics, not its resume state (optimizer included).
+    left = [p for p in Path(store.path("ray")).rglob("checkpoint_*") if p.is_dir()]
+    assert left == [] and store.exists("weights/low-L2-s0.safetensors") and store.exists("masks/low-L2-s0.safetensors")
 
 
 def test_relaunch_skips_finished_trials(sweep):
