@@ -487,6 +487,15 @@ def _build(cls: type, raw: Any, where: str, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+# Plain YAML types: (accepts, expected, what to write instead). bool is not an int here, though Python says it is.
+_PLAIN: dict[type, tuple[Callable[[Any], bool], str, str]] = {
+    dict: (lambda v: isinstance(v, dict), "a mapping", "a mapping, e.g. {name: value}"),
+    bool: (lambda v: isinstance(v, bool), "true or false", "true or false"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer", "a whole number"),
+    str: (lambda v: isinstance(v, str), "a string", "a string (quote it if YAML reads it as something else)"),
+}
+
+
 def _coerce(hint: Any, value: Any, where: str, key: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
@@ -506,17 +515,12 @@ def _coerce(hint: Any, value: Any, where: str, key: str) -> Any:
             raise ConfigError(f"{where}: {key}: expected a list, got {value!r} — write a list, e.g. [a, b]")
         return [_coerce(args[0], v, where, f"{key}[{i}]") for i, v in enumerate(value)]
     if hint is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: {key}: expected a mapping, got {value!r} — write a mapping, e.g. {{name: value}}")
-        return dict(value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: {key}: expected true or false, got {value!r} — write true or false")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: {key}: expected an integer, got {value!r} — write a whole number")
-        return value
+        hint = dict
+    if hint in _PLAIN:
+        ok, expected, write = _PLAIN[hint]
+        if not ok(value):
+            raise ConfigError(f"{where}: {key}: expected {expected}, got {value!r} — write {write}")
+        return dict(value) if hint is dict else value
     if hint is float:
         if isinstance(value, str):  # YAML 1.1 reads 5e-5 (no dot) as a string
             try:
@@ -526,10 +530,6 @@ def _coerce(hint: Any, value: Any, where: str, key: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: {key}: expected a number, got {value!r} — write a number such as 0.5 or 5.0e-5")
         return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: {key}: expected a string, got {value!r} — write a string (quote it if YAML reads it as something else)")
-        return value
     raise TypeError(f"unsupported config type {hint!r} for {key}")  # a bug in this module, not the file
 
 
@@ -588,49 +588,15 @@ def _validate(exp: Experiment, where: str) -> None:
         raise ConfigError(f"{where}: pruning.scope: {p.scope!r}: published_code is the paper's code's whole scope "
                           f"(it contains every other group) — write [published_code] alone")
     _check_replay(exp, where)
-    if t.epochs < 1:
-        fail("training.epochs", t.epochs, "an integer >= 1")
-    if t.batch_size < 1:
-        fail("training.batch_size", t.batch_size, "an integer >= 1")
-    if t.eval_batch_size < 1:
-        fail("training.eval_batch_size", t.eval_batch_size, "an integer >= 1")
-    if not t.lr > 0:
-        fail("training.lr", t.lr, "a learning rate > 0")
-    if not 0.0 <= t.warmup < 1.0:
-        fail("training.warmup", t.warmup, "a fraction in [0, 1)")
-    if t.weight_decay < 0:
-        fail("training.weight_decay", t.weight_decay, "a number >= 0")
-    if t.grad_clip < 0:
-        fail("training.grad_clip", t.grad_clip, "a number >= 0 (0 = no clipping)")
-    if d.max_tokens < 4:
-        fail("data.max_tokens", d.max_tokens, "an integer >= 4")
+    _check_bounds(fail, "training", t, TRAINING_BOUNDS)
+    _check_bounds(fail, "data", d, DATA_BOUNDS)
     for key in ("limit_train", "limit_valid"):
         v = getattr(d, key)
-        if v is not None and v < 1:
+        if v is not None and not v >= 1:
             fail(f"data.{key}", v, "an integer >= 1 or null")
-    if d.loader_workers < 0:
-        fail("data.loader_workers", d.loader_workers, "an integer >= 0")
-    s = d.synthetic
-    for key in ("train_questions", "valid_questions", "pretrain_questions", "num_boxes", "feat_dim"):
-        if getattr(s, key) < 1:
-            fail(f"data.synthetic.{key}", getattr(s, key), "an integer >= 1")
-    if s.num_boxes < 4:
-        fail("data.synthetic.num_boxes", s.num_boxes, "an integer >= 4 (scenes hold up to 4 objects)")
-    if not 0.0 <= s.annotator_noise < 1.0:
-        fail("data.synthetic.annotator_noise", s.annotator_noise, "a probability in [0, 1)")
-    if s.feature_noise < 0:
-        fail("data.synthetic.feature_noise", s.feature_noise, "a number >= 0")
+    _check_bounds(fail, "data.synthetic", d.synthetic, SYNTHETIC_BOUNDS)
     pt = exp.model.pretraining
-    if pt.steps < 1:
-        fail("model.pretraining.steps", pt.steps, "an integer >= 1")
-    if pt.batch_size < 2:
-        fail("model.pretraining.batch_size", pt.batch_size, "an integer >= 2")
-    if not pt.lr > 0:
-        fail("model.pretraining.lr", pt.lr, "a learning rate > 0")
-    if not 0.0 <= pt.warmup < 1.0:
-        fail("model.pretraining.warmup", pt.warmup, "a fraction in [0, 1)")
-    if not 0.0 < pt.mask_prob < 1.0:
-        fail("model.pretraining.mask_prob", pt.mask_prob, "a probability in (0, 1)")
+    _check_bounds(fail, "model.pretraining", pt, PRETRAINING_BOUNDS)
     if not pt.objectives:
         fail("model.pretraining.objectives", pt.objectives, "at least one of " + ", ".join(PRETRAINING_OBJECTIVES))
     for i, o in enumerate(pt.objectives):
@@ -696,6 +662,33 @@ def _check_model_config(config: dict, where: str) -> None:
             hint = f"did you mean {close[0]}? " if close else ""
             raise ConfigError(f"{where}: model.config.{name}: not an LxmertConfig attribute — {hint}see "
                               f"transformers' LxmertConfig (e.g. hidden_size, l_layers, x_layers, r_layers)")
+
+
+# Per-field bounds: (field, test, what is expected). A test is written so that NaN fails it.
+_AT_LEAST_1 = (lambda v: v >= 1, "an integer >= 1")
+_LEARNING_RATE = (lambda v: v > 0, "a learning rate > 0")
+_FRACTION = (lambda v: 0.0 <= v < 1.0, "a fraction in [0, 1)")
+TRAINING_BOUNDS = (("epochs", *_AT_LEAST_1), ("batch_size", *_AT_LEAST_1), ("eval_batch_size", *_AT_LEAST_1),
+                   ("lr", *_LEARNING_RATE), ("warmup", *_FRACTION),
+                   ("weight_decay", lambda v: v >= 0, "a number >= 0"),
+                   ("grad_clip", lambda v: v >= 0, "a number >= 0 (0 = no clipping)"))
+DATA_BOUNDS = (("max_tokens", lambda v: v >= 4, "an integer >= 4"),
+               ("loader_workers", lambda v: v >= 0, "an integer >= 0"))
+SYNTHETIC_BOUNDS = (*((k, *_AT_LEAST_1) for k in ("train_questions", "valid_questions", "pretrain_questions", "feat_dim")),
+                    ("num_boxes", lambda v: v >= 4, "an integer >= 4 (scenes hold up to 4 objects)"),
+                    ("annotator_noise", lambda v: 0.0 <= v < 1.0, "a probability in [0, 1)"),
+                    ("feature_noise", lambda v: v >= 0, "a number >= 0"))
+PRETRAINING_BOUNDS = (("steps", *_AT_LEAST_1), ("batch_size", lambda v: v >= 2, "an integer >= 2"),
+                      ("lr", *_LEARNING_RATE), ("warmup", *_FRACTION),
+                      ("mask_prob", lambda v: 0.0 < v < 1.0, "a probability in (0, 1)"))
+
+
+def _check_bounds(fail: Callable[[str, Any, str], None], prefix: str, section: Any, bounds: tuple) -> None:
+    """``fail(key, value, expected)`` for the first field of ``section`` outside its bounds."""
+    for name, ok, expected in bounds:
+        value = getattr(section, name)
+        if not ok(value):
+            fail(f"{prefix}.{name}", value, expected)
 
 
 def _check_replay(exp: Experiment, where: str) -> None:

@@ -24,7 +24,7 @@ from lxsweep.hooks import TrialHook
 from lxsweep.trial import run_trial
 
 # When and how long: never equal between two runs.
-VOLATILE = ("started_at", "finished_at", "duration_s", "first_step_at", "last_step_at", "epoch_seconds")
+VOLATILE = ("started_at", "finished_at", "duration_s", "first_step_at", "last_step_at", "epoch_seconds", "timeline")
 # Where it ran: shown when different, not a mismatch by itself.
 ENVIRONMENT = ("host", "python", "torch", "device", "facts")
 

@@ -177,23 +177,31 @@ class Store:
         if not self.exists(rel):
             return
         if self.uri:
-            try:
-                retrying(self.path(rel), lambda: self._fs.delete_file(self._remote(rel)))
-            except FileNotFoundError:
-                pass
+            self._remove_remote(rel, self._fs.delete_file)
         else:
             os.unlink(self.path(rel))
+
+    def _remove_remote(self, rel: str, remove: Callable[[str], None]) -> None:
+        try:
+            retrying(self.path(rel), lambda: remove(self._remote(rel)))
+        except FileNotFoundError:  # gone already: what was asked for
+            pass
+
+    def is_dir(self, rel: str) -> bool:
+        """Whether ``rel`` is a directory (an object-store prefix with objects under it)."""
+        if not self.uri:
+            return Path(self.path(rel)).is_dir()
+        import pyarrow.fs as pafs
+
+        info = retrying(self.path(rel), lambda: self._fs.get_file_info(self._remote(rel)))
+        return info.type == pafs.FileType.Directory
 
     def delete_tree(self, rel: str) -> None:
         """Remove the directory ``rel`` and everything under it (nothing if it does not exist)."""
         if self.uri:
-            try:
-                retrying(self.path(rel), lambda: self._fs.delete_dir(self._remote(rel)))
-            except FileNotFoundError:
-                pass
-        else:
-            if Path(self.path(rel)).is_dir():
-                shutil.rmtree(self.path(rel))
+            self._remove_remote(rel, self._fs.delete_dir)
+        elif Path(self.path(rel)).is_dir():
+            shutil.rmtree(self.path(rel))
 
     def listdir(self, rel: str) -> list[str]:
         """Names directly under ``rel`` (empty if it does not exist)."""

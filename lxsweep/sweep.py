@@ -45,6 +45,7 @@ def train_worker(config: dict) -> None:
     The hooks (in order): the tracker run, the Ray report with a checkpoint
     every epoch, and fault injection when ``LXSWEEP_FAULT`` asks for it.
     """
+    timeline = {"worker_started_at": time.time()}
     import ray
     import ray.train
     import torch
@@ -52,6 +53,7 @@ def train_worker(config: dict) -> None:
     from lxsweep.hooks import FaultInjection, Tracking
     from lxsweep.trial import run_trial
 
+    timeline["imports_done_at"] = time.time()
     exp = _experiment_from(config)
     key = TrialKey.parse(config["trial"])
     store = Store(config["store"])
@@ -69,7 +71,7 @@ def train_worker(config: dict) -> None:
         print(f"[lxsweep] {line}", flush=True)
 
     hooks = [Tracking(exp, key, store), RayReport(rank), *FaultInjection.from_env()]
-    run_trial(exp, key, store, hooks=hooks, resume_state=resume_state, log=log)
+    run_trial(exp, key, store, hooks=hooks, resume_state=resume_state, log=log, timeline=timeline)
 
 
 class RayReport(TrialHook):
@@ -127,7 +129,7 @@ def trial_driver(config: dict) -> None:
     if not exp.training.keep_checkpoints:  # finished: its resume state is dead weight (training.keep_checkpoints)
         run = f"{RAY_DIR}/train-{config['trial']}"
         for name in store.listdir(run):
-            if name.startswith("checkpoint_"):
+            if name.startswith("checkpoint_") and store.is_dir(f"{run}/{name}"):  # not the manager's snapshot file
                 store.delete_tree(f"{run}/{name}")
     # Ray's share of the trial's wall time (bench/ray_overhead.py reads it).
     store.write_json(driver_path(config["trial"]), {"started_at": started, "finished_at": time.time()})

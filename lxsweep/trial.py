@@ -44,13 +44,19 @@ def run_trial(
     hooks: Sequence[TrialHook] = (),
     resume_state: Optional[dict] = None,
     log: Callable[[str], None] = print,
+    timeline: Optional[dict] = None,
 ) -> dict:
     """Run one trial end to end and return its final metrics (also written to the store).
 
     1. build the model at the rewind point (seeded answer head), then its mask and starting weights;
     2. fine-tune with the mask enforced, evaluating every epoch (``hooks`` see every step and epoch);
     3. rank 0 writes the child masks of its chain and ``metrics.json`` (the done marker).
+
+    ``timeline``: wall-clock marks taken before the call (the Ray worker's start and imports); the trial
+    adds its own (``data_opened_at``, ``model_loaded_at``, ``fit_ready_at``) and records them all in
+    ``metrics.json`` under ``timeline`` (bench/trial_overhead.py splits a trial's fixed cost with them).
     """
+    timeline = {**(timeline or {}), "trial_started_at": time.time()}
     validate_key(exp, key)
     store = store or Store.for_experiment(exp)
     rt = runtime(exp)
@@ -64,10 +70,13 @@ def run_trial(
     ok = False
     try:
         data = load_dataset(exp, store)
+        timeline["data_opened_at"] = time.time()
         model, tokenizer, mask = initial_model(exp, key, store, data.num_answers, log, answers=data.answers)
+        timeline["model_loaded_at"] = time.time()
         torch.manual_seed(key.seed_for("dropout"))
         fit = Fit(exp, rt, model, mask, data, tokenizer, epochs=exp.training.epochs, name=key.name,
                   shuffle_seed=lambda epoch: key.seed_for(f"data{epoch}"))
+        timeline["fit_ready_at"] = time.time()  # tokens, optimizer, DDP
         if resume_state is not None:
             fit.load_state(resume_state)
             log(f"{key.name}: resumed from epoch {fit.epoch}")
@@ -81,7 +90,9 @@ def run_trial(
         if not rt.is_main:
             ok = True
             return history[-1]
-        metrics = {**_final_metrics(exp, key, store, fit, mask, history, started, digests), "facts": facts}
+        timeline["process_cpu_s"] = round(time.process_time(), 3)  # this process's CPU so far, every thread
+        metrics = {**_final_metrics(exp, key, store, fit, mask, history, started, digests), "facts": facts,
+                   "timeline": timeline}
         for hook in hooks:
             hook.on_metrics(metrics)
         store.delete(failed_path(key.name))

@@ -92,6 +92,9 @@ def test_every_trial_is_in_the_bucket_and_none_ran_twice(sweep):
     assert len(before) >= 2
     assert _done(store) == {k.name for k in plan.trials}
     assert f"{len(before)} of 7 trials already in the store; resuming" in output
+    for name in _done(store) - before:  # finished by the resumed launch: their resume state is gone from the bucket
+        run = f"ray/train-{name}"
+        assert [n for n in store.listdir(run) if n.startswith("checkpoint_") and store.is_dir(f"{run}/{n}")] == [], name
     for name in before:  # finished before the kill: never re-run
         assert len(store.listdir(attempts_dir(name))) == 1, name
     for key in plan.trials:
