@@ -20,6 +20,7 @@ import difflib
 import hashlib
 import importlib
 import json
+import math
 import os
 import types
 import typing
@@ -338,6 +339,8 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: the top level must be a mapping of keys, got {type(raw).__name__} — "
                           f"write `key: value` lines such as `name: my-sweep`")
+    # Top-level `x-...` keys hold YAML anchors for merge keys (`x-base: &base {...}`, then `<<: *base`).
+    raw = {k: v for k, v in raw.items() if not (isinstance(k, str) and k.startswith("x-"))}
     for item in overrides:
         apply_override(raw, item, where)
     exp = from_dict(raw, where)
@@ -354,12 +357,58 @@ class _DuplicateKey(yaml.YAMLError):
         self.key, self.line, self.first = key, line, first
 
 
+class _TooBig(yaml.YAMLError):
+    pass
+
+
+MAX_ALIASES = 100  # `*name` uses in one experiment file: plenty for sharing sections
+MAX_VALUES = 100_000  # values once aliases are expanded: an alias bomb stops here, not in memory
+MAX_DEPTH = 32  # nesting of mappings and lists (an experiment file needs 4)
+
+
 class UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a mapping key written twice (plain YAML keeps the last silently)."""
+    """``yaml.SafeLoader`` that refuses a mapping key written twice (plain YAML keeps the last silently), allows
+    merge keys (``<<: *base``: an explicit key then overrides the merged one, as YAML says), and bounds alias
+    uses and nesting depth."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._aliases, self._depth = 0, 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise _TooBig(f"more than {MAX_ALIASES} aliases (*name) — write the values out, or share fewer")
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _TooBig(f"nested more than {MAX_DEPTH} levels deep — an experiment file needs 4")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self):
+        root = super().compose_document()
+        sizes: dict[int, int] = {}
+
+        def expanded(node) -> int:  # values under node with every alias expanded; shared nodes counted once each
+            if id(node) not in sizes:
+                children = node.value if isinstance(node.value, list) else []
+                flat = [n for c in children for n in (c if isinstance(c, tuple) else (c,))]
+                sizes[id(node)] = 1 + sum(expanded(c) for c in flat)
+            return sizes[id(node)]
+
+        if root is not None and expanded(root) > MAX_VALUES:
+            raise _TooBig(f"more than {MAX_VALUES} values once its aliases (*name) are expanded — write the "
+                          f"values out instead of nesting aliases")
+        return root
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<:` merges another mapping in; its keys may be overridden here
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             try:
@@ -376,8 +425,10 @@ def parse_yaml(text: str, where: str) -> Any:
     try:
         return yaml.load(text, Loader=UniqueKeyLoader)
     except _DuplicateKey as exc:
-        raise ConfigError(f"{where}: line {exc.line}: key {exc.key!r} is written twice (first at line {exc.first}) "
+        raise ConfigError(f"{where}: line {exc.line}: key {_show(exc.key)} is written twice (first at line {exc.first}) "
                           f"— merge the two into one (YAML would silently keep only the last)") from None
+    except _TooBig as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" (line {mark.line + 1})" if mark else ""
@@ -487,6 +538,16 @@ def _build(cls: type, raw: Any, where: str, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+MAX_NAME = 100  # characters of an experiment name (store directories and W&B groups are named after it)
+MAX_SHOWN = 200  # characters of an offending value an error line echoes
+
+
+def _show(value: Any) -> str:
+    """``repr(value)``, cut to :data:`MAX_SHOWN` characters (an alias bomb must not become a 100 MB line)."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN else f"{text[:MAX_SHOWN]}… ({len(text)} characters)"
+
+
 # Plain YAML types: (accepts, expected, what to write instead). bool is not an int here, though Python says it is.
 _PLAIN: dict[type, tuple[Callable[[Any], bool], str, str]] = {
     dict: (lambda v: isinstance(v, dict), "a mapping", "a mapping, e.g. {name: value}"),
@@ -508,18 +569,18 @@ def _coerce(hint: Any, value: Any, where: str, key: str) -> Any:
         return _coerce(inner[0], value, where, key)
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{where}: {key}: {value!r} is not allowed — use one of {', '.join(map(str, args))}")
+            raise ConfigError(f"{where}: {key}: {_show(value)} is not allowed — use one of {', '.join(map(str, args))}")
         return value
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: {key}: expected a list, got {value!r} — write a list, e.g. [a, b]")
+            raise ConfigError(f"{where}: {key}: expected a list, got {_show(value)} — write a list, e.g. [a, b]")
         return [_coerce(args[0], v, where, f"{key}[{i}]") for i, v in enumerate(value)]
     if hint is dict or origin is dict:
         hint = dict
     if hint in _PLAIN:
         ok, expected, write = _PLAIN[hint]
         if not ok(value):
-            raise ConfigError(f"{where}: {key}: expected {expected}, got {value!r} — write {write}")
+            raise ConfigError(f"{where}: {key}: expected {expected}, got {_show(value)} — write {write}")
         return dict(value) if hint is dict else value
     if hint is float:
         if isinstance(value, str):  # YAML 1.1 reads 5e-5 (no dot) as a string
@@ -528,22 +589,27 @@ def _coerce(hint: Any, value: Any, where: str, key: str) -> Any:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: {key}: expected a number, got {value!r} — write a number such as 0.5 or 5.0e-5")
+            raise ConfigError(f"{where}: {key}: expected a number, got {_show(value)} — write a number such as 0.5 or 5.0e-5")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: {key}: {value} is not a finite number — write a number such as 0.5 or 5.0e-5")
         return float(value)
     raise TypeError(f"unsupported config type {hint!r} for {key}")  # a bug in this module, not the file
 
 
 def _validate(exp: Experiment, where: str) -> None:
     def fail(key: str, value: Any, expected: str) -> None:
-        raise ConfigError(f"{where}: {key}: {value!r} is out of range — expected {expected}")
+        raise ConfigError(f"{where}: {key}: {_show(value)} is out of range — expected {expected}")
 
     p, t, r, d = exp.pruning, exp.training, exp.resources, exp.data
-    if not exp.name or any(c in exp.name for c in "/\\ "):
-        fail("name", exp.name, "a non-empty name without spaces or slashes")
+    if not exp.name or any(c in exp.name for c in "/\\ ") or len(exp.name) > MAX_NAME:
+        fail("name", exp.name, f"a non-empty name of at most {MAX_NAME} characters without spaces or slashes")
     if not exp.seeds:
         fail("seeds", exp.seeds, "at least one seed")
     if len(set(exp.seeds)) != len(exp.seeds):
         fail("seeds", exp.seeds, "distinct seeds")
+    for i, seed in enumerate(exp.seeds):
+        if not 0 <= seed < 2**32:
+            fail(f"seeds[{i}]", seed, "an integer in [0, 2**32) (numpy and torch seed generators take no more)")
     if not 0.0 < p.rate < 1.0:
         fail("pruning.rate", p.rate, "a number in (0, 1)")
     if p.levels < 0:
@@ -753,11 +819,11 @@ def check_paths(exp: Experiment, base: Path | None = None) -> None:
     for key in ("pretrained", "tokenizer"):
         value = getattr(exp.model, key)
         if value and _looks_local(value) and not Path(value).expanduser().is_dir():
-            raise ConfigError(f"{where}: model.{key}: local directory {value!r} does not exist — fix the path "
+            raise ConfigError(f"{where}: model.{key}: local directory {_show(value)} does not exist — fix the path "
                               f"(a relative one is looked up next to the experiment file, then in the current directory)")
         if value and value.count("/") > 1 and not Path(value).expanduser().is_dir():
             raise ConfigError(
-                f"{where}: model.{key}: {value!r} is neither an existing directory nor a hub name like 'org/model' "
+                f"{where}: model.{key}: {_show(value)} is neither an existing directory nor a hub name like 'org/model' "
                 f"— fix the path or write a hub name"
             )
 

@@ -96,6 +96,15 @@ def retrying(what: str, op: Callable[[], T], seconds: float | None = None,
             delay = min(2 * delay, RETRY_MAX_DELAY)
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it; put it straight back (at import: no threads yet)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def is_uri(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
@@ -163,6 +172,9 @@ class Store:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
         try:
+            # mkstemp makes 0600 files: give the store's files the mode any other file gets here (the umask's), so
+            # a teammate's `status` on a shared NFS store can read them.
+            os.fchmod(fd, 0o666 & ~_UMASK)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()

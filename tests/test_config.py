@@ -259,3 +259,22 @@ def test_a_store_named_by_the_old_path_hash_is_renamed_once(tmp_path):
     # Both present: nothing moves, one line says which is used.
     write_experiment(old, dataclasses.replace(exp, recorded_hash=exp.legacy_hash))
     assert migrate_store(exp, log=lines.append) is None and Path(old.root).exists() and "both exist" in lines[-1]
+
+
+def test_merge_keys_share_a_section_and_an_explicit_key_overrides(tmp_path):
+    path = tmp_path / "merged.yaml"
+    path.write_text("x-recipe: &recipe\n  lr: 1.0e-4\n  warmup: 0.2\n"
+                    "training:\n  <<: *recipe\n  warmup: 0.05\n"
+                    "model:\n  pretraining:\n    <<: *recipe\n")
+    exp = load_experiment(path, check=False)
+    assert (exp.training.lr, exp.training.warmup) == (1e-4, 0.05)  # the explicit key wins over the merged one
+    assert (exp.model.pretraining.lr, exp.model.pretraining.warmup) == (1e-4, 0.2)
+    path.write_text("x-recipe: &recipe\n  epochs: 3\nmodel:\n  pretraining:\n    <<: *recipe\n")
+    with pytest.raises(ConfigError, match="model.pretraining.epochs"):  # merged keys are checked like written ones
+        load_experiment(path, check=False)
+
+
+def test_an_offending_value_is_echoed_at_most_a_few_hundred_characters():
+    with pytest.raises(ConfigError) as err:
+        from_dict({"training": {"precision": ["x" * 10_000]}})
+    assert len(str(err.value)) < 500 and "characters)" in str(err.value)

@@ -182,3 +182,23 @@ def test_failed_json_is_written_the_moment_a_trial_fails(storage):
     snap = snapshot(store, plan)  # what `lxsweep status` shows while the sweep still runs
     assert [k.name for k in snap.failed] == [name] and [k.name for k in snap.skipped] == ["high-L2-s0"]
     assert TrialKey.parse(name) not in snap.waiting
+
+
+def test_store_files_follow_the_umask_so_a_team_can_read_a_shared_store(tmp_path):
+    import stat
+
+    store = Store(str(tmp_path / "shared"))
+    store.write_json("trials/dense-L0-s0/metrics.json", {"accuracy": 0.5})
+    store.write_bytes("masks/low-L1-s0.safetensors", b"x")
+    for rel in ("trials/dense-L0-s0/metrics.json", "masks/low-L1-s0.safetensors"):
+        mode = stat.S_IMODE((tmp_path / "shared" / rel).stat().st_mode)
+        assert mode & stat.S_IRGRP, oct(mode)  # 0600 from mkstemp would lock a teammate out
+        assert mode == 0o666 & ~_current_umask(), oct(mode)
+
+
+def _current_umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
