@@ -202,11 +202,13 @@ def _store_from_arg(target: str, overrides: list[str]):
 
     if target.endswith((".yaml", ".yml")):
         store = Store.for_experiment(_experiment(target, overrides, check=False))
+        store.check_reachable()
         if not store.exists(EXPERIMENT_FILE):
             raise UserError(f"{target}: its store {store.root} does not exist yet — launch the experiment "
                             f"(or run one `lxsweep trial`) first")
         return store
     store = Store(target)
+    store.check_reachable()
     if not store.exists(EXPERIMENT_FILE):
         raise UserError(f"{target}: not a store (no experiment.yaml) — pass a store directory or an experiment file")
     return store

@@ -85,6 +85,10 @@ def retrying(what: str, op: Callable[[], T], seconds: float | None = None,
         except OSError as exc:
             tries += 1
             last = " ".join(str(exc).split())[:300]
+            if any(code in last for code in PERMANENT):
+                raise StoreError(f"{what}: the store refused ({last}) — check the credentials "
+                                 f"(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) and the bucket name; nothing was "
+                                 f"changed") from None
             left = deadline - time.monotonic()
             if left <= 0:
                 raise StoreError(f"{what}: the store did not answer for {seconds:.0f} s ({tries} tries; last error: "
@@ -103,6 +107,23 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()
+
+
+# Answers no retry can change: a wrong key, a denied bucket. Waiting them out would only hide the cause.
+PERMANENT = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "HTTP response code 403")
+
+
+def quick_filesystem(root: str):
+    """``(filesystem, base path)`` for a URI, with seconds-long timeouts and no retries: for probes only."""
+    import pyarrow.fs as pafs
+
+    root = root.rstrip("/")
+    if root.startswith("s3://"):
+        fs = pafs.S3FileSystem(connect_timeout=3, request_timeout=3,
+                               endpoint_override=os.environ.get("AWS_ENDPOINT_URL"),
+                               retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=1))
+        return fs, root[len("s3://"):]
+    return pafs.FileSystem.from_uri(root)
 
 
 def is_uri(path: str) -> bool:
@@ -144,6 +165,19 @@ class Store:
         return f"{self._base}/{rel}" if rel else self._base
 
     # -- bytes -------------------------------------------------------------
+    def check_reachable(self) -> None:
+        """Within seconds: :class:`StoreError` if an object store's endpoint does not answer (a command's first
+        contact; later I/O retries an outage for ``LXSWEEP_STORE_RETRY_S``)."""
+        if not self.uri:
+            return
+        try:
+            fs, base = quick_filesystem(self.root)
+            fs.get_file_info(base)
+        except Exception as exc:  # noqa: BLE001 — pyarrow raises OSError/ArrowException with the service's text
+            text = " ".join(str(exc).split())[:200]
+            raise StoreError(f"{self.root}: cannot reach the store ({text}) — check the endpoint (AWS_ENDPOINT_URL), "
+                             f"network and credentials; nothing was read or written") from None
+
     def exists(self, rel: str) -> bool:
         if not self.uri:
             return os.path.exists(self.path(rel))

@@ -202,3 +202,22 @@ def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@pytest.mark.parametrize("command", ["status", "report", "export"])
+def test_an_unreachable_object_store_is_one_line_within_seconds(command, tmp_path):
+    """Nothing listens at the endpoint: the first contact says so at once, not after the outage retries."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x",
+           "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1", "LXSWEEP_STORE_RETRY_S": "120"}
+    extra = ["--trial", "low-L1-s0", "--out", str(tmp_path / "out")] if command == "export" else []
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-m", "lxsweep.cli", command, "s3://nowhere/runs/smoke-0123456789", *extra],
+                          capture_output=True, text=True, env=env, timeout=60)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "cannot reach the store" in lines[0] and "AWS_ENDPOINT_URL" in lines[0]
+    assert time.time() - t0 < 30
