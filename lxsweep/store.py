@@ -176,7 +176,8 @@ class Store:
         except Exception as exc:  # noqa: BLE001 — pyarrow raises OSError/ArrowException with the service's text
             text = " ".join(str(exc).split())[:200]
             raise StoreError(f"{self.root}: cannot reach the store ({text}) — check the endpoint (AWS_ENDPOINT_URL), "
-                             f"network and credentials; nothing was read or written") from None
+                             f"network and credentials; nothing was read or written (an outage after the first "
+                             f"contact is waited out for {retry_seconds():.0f} s, {RETRY_ENV})") from None
 
     def exists(self, rel: str) -> bool:
         if not self.uri:

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import ROOT, TINY
 from lxsweep.cli import main
-from lxsweep.store import RETRY_ENV, Store, mask_path, metrics_path
+from lxsweep.store import RETRY_ENV, Store, StoreError, mask_path, metrics_path
 
 SMOKE = ROOT / "experiments" / "smoke.yaml"
 OUTAGE_S = 8.0  # longer than pyarrow's own three tries (~6 s): only lxsweep's retries can survive it
@@ -92,9 +92,14 @@ def test_an_outage_that_outlasts_the_retries_is_one_line(s3, capsys, monkeypatch
     monkeypatch.setenv(RETRY_ENV, "1")
     s3.stop()
     try:
-        assert main(["status", store.root]) == 2
+        assert main(["status", store.root]) == 2  # the first contact: a quick probe, no retry loop
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"lxsweep: error: {store.root}: cannot reach the store")
+        assert f"waited out for 1 s, {RETRY_ENV}" in err[0]
+        with pytest.raises(StoreError) as outage:  # after it: an outage is retried for the budget, then one line
+            store.read_json("experiment.yaml")
     finally:
         s3.start()
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith(f"lxsweep: error: {store.path('experiment.yaml')}: the store did not answer for 1 s")
-    assert "check the storage endpoint, network and credentials" in err[-1] and "Traceback" not in "\n".join(err)
+    line = str(outage.value)
+    assert line.startswith(f"{store.path('experiment.yaml')}: the store did not answer for 1 s")
+    assert "check the storage endpoint, network and credentials" in line and "\n" not in line
