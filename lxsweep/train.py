@@ -24,7 +24,8 @@ from lxsweep import model as lxmodel
 from lxsweep import optim, pruning
 from lxsweep.config import Experiment
 from lxsweep.data import VQADataset, VQASplit
-from lxsweep.data.loader import make_loader, tokenize
+from lxsweep.data.loader import make_loader
+from lxsweep.data.tokens import question_tokens
 from lxsweep.hooks import TrialHook
 from lxsweep.metric import accuracy_metrics
 
@@ -134,8 +135,9 @@ class Fit:
         self.enforcer = pruning.MaskEnforcer(self.model, mask) if mask else None  # zeroes the pruned weights now
         # training.enforce_mask: false (the paper's code, docs/PAPER_CODE.md row d): zeroed once, never again.
         self.masks = self.enforcer if t.enforce_mask else None
-        self.train_tokens = tokenize(tokenizer, data.train.questions, exp.data.max_tokens)
-        self.valid_tokens = tokenize(tokenizer, data.valid.questions, exp.data.max_tokens)
+        # Once per node, not per trial: the cache is keyed by tokenizer, max_tokens and questions.
+        self.train_tokens = question_tokens(tokenizer, data.train.questions, exp.data.max_tokens)
+        self.valid_tokens = question_tokens(tokenizer, data.valid.questions, exp.data.max_tokens)
         # training.batch_size is the global batch: each of `world` ranks takes an equal share, so the
         # batches (and, up to float error and dropout, the run) match a one-worker run.
         self.rank_batch = math.ceil(t.batch_size / rt.world)

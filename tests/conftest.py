@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import sys
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("WANDB_MODE", "offline")
+# Node-local caches (question tokens) of the suite's runs go to a directory of their own, not ~/.cache.
+os.environ.setdefault("LXSWEEP_CACHE", tempfile.mkdtemp(prefix="lxsweep-test-cache-"))
 os.environ.setdefault("WANDB_SILENT", "true")
 torch.set_num_threads(1)  # 2-core machines: tests that train must not fight over cores
 

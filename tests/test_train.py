@@ -74,7 +74,7 @@ def test_chain_writes_nested_masks_and_metrics(exp):
 def test_same_trial_twice_is_identical(exp, tmp_path):
     a = run_trial(exp, K("dense-L0-s0"), Store(str(tmp_path / "a")), log=lambda s: None)
     b = run_trial(exp, K("dense-L0-s0"), Store(str(tmp_path / "b")), log=lambda s: None)
-    strip = lambda m: {k: v for k, v in m.items() if "_at" not in k and k not in ("duration_s",)}
+    strip = lambda m: {k: v for k, v in m.items() if "_at" not in k and k not in ("duration_s", "timeline")}  # times
     ha = [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in a["history"]]
     hb = [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in b["history"]]
     assert ha == hb

@@ -1,6 +1,7 @@
 """Batches for training and evaluation, fetched a whole batch at a time.
 
-Questions are tokenized once per trial; region features stay in the (possibly
+Questions are tokenized once per node (:mod:`lxsweep.data.tokens`) and kept in
+compact dtypes, widened per batch; region features stay in the (possibly
 memory-mapped) feature array and are gathered per batch with one fancy-index
 read, so a trial's resident memory does not grow with the number of images.
 """
@@ -12,16 +13,12 @@ import numpy as np
 import torch
 
 from lxsweep.data import VQASplit
+from lxsweep.data.tokens import tokenize as compact_tokens
 
 
 def tokenize(tokenizer, questions: list[str], max_tokens: int) -> dict[str, torch.Tensor]:
-    """Fixed-length token tensors for every question (LXMERT's 20 tokens by default)."""
-    enc = tokenizer(questions, padding="max_length", truncation=True, max_length=max_tokens, return_tensors="pt")
-    return {
-        "input_ids": enc["input_ids"].to(torch.int64),
-        "attention_mask": enc["attention_mask"].to(torch.int64),
-        "token_type_ids": enc["token_type_ids"].to(torch.int64),
-    }
+    """Fixed-length int64 token tensors for every question (LXMERT's 20 tokens by default)."""
+    return {name: t.to(torch.int64) for name, t in compact_tokens(tokenizer, questions, max_tokens).items()}
 
 
 def per_image(images: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
@@ -57,7 +54,7 @@ class BatchedSplit(torch.utils.data.Dataset):
         rows_t = torch.from_numpy(rows_np)
         return {
             "rows": rows_t,
-            **{k: v[rows_t] for k, v in self.tokens.items()},
+            **{k: v[rows_t].to(torch.int64) for k, v in self.tokens.items()},
             "features": feats,
             "boxes": boxes,
             "target_labels": torch.from_numpy(np.asarray(self.split.target_labels[rows_np], dtype=np.int64)),
