@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import resource
 import socket
 import time
 import uuid
@@ -56,7 +57,7 @@ def run_trial(
     adds its own (``data_opened_at``, ``model_loaded_at``, ``fit_ready_at``) and records them all in
     ``metrics.json`` under ``timeline`` (bench/trial_overhead.py splits a trial's fixed cost with them).
     """
-    timeline = {**(timeline or {}), "trial_started_at": time.time()}
+    timeline = {**(timeline or {}), "trial_started_at": time.time(), "rss_start_mb": _rss_mb()}
     validate_key(exp, key)
     store = store or Store.for_experiment(exp)
     rt = runtime(exp)
@@ -70,9 +71,9 @@ def run_trial(
     ok = False
     try:
         data = load_dataset(exp, store)
-        timeline["data_opened_at"] = time.time()
+        timeline.update(data_opened_at=time.time(), rss_data_mb=_rss_mb())
         model, tokenizer, mask = initial_model(exp, key, store, data.num_answers, log, answers=data.answers)
-        timeline["model_loaded_at"] = time.time()
+        timeline.update(model_loaded_at=time.time(), rss_model_mb=_rss_mb())
         torch.manual_seed(key.seed_for("dropout"))
         fit = Fit(exp, rt, model, mask, data, tokenizer, epochs=exp.training.epochs, name=key.name,
                   shuffle_seed=lambda epoch: key.seed_for(f"data{epoch}"))
@@ -91,6 +92,7 @@ def run_trial(
             ok = True
             return history[-1]
         timeline["process_cpu_s"] = round(time.process_time(), 3)  # this process's CPU so far, every thread
+        timeline["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         metrics = {**_final_metrics(exp, key, store, fit, mask, history, started, digests), "facts": facts,
                    "timeline": timeline}
         for hook in hooks:
@@ -229,6 +231,14 @@ def replica_digests(model: torch.nn.Module, rt: Runtime) -> list[str]:
     out: list = [None] * rt.world
     dist.all_gather_object(out, mine)
     return out
+
+
+def _rss_mb() -> float:
+    """This process's resident memory now (MB); pages of a memory-mapped file count once they are read."""
+    try:
+        return round(int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    except OSError:  # not Linux
+        return 0.0
 
 
 class Heartbeat:
