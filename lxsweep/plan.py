@@ -94,6 +94,12 @@ def mask_source(exp: Experiment, key: TrialKey) -> str | None:
     return TrialKey(key.level, crit.name, key.seed).name
 
 
+def trial_sparsity(exp: Experiment, key: TrialKey) -> float:
+    """The target fraction of prunable weights trial ``key`` removes: its criterion's at the level's sparsity."""
+    crit = subnetworks.criterion(key.subnetwork)
+    return 0.0 if key.level == 0 or crit is None else crit.sparsity(exp.sparsity(key.level))
+
+
 def trial_mask_name(exp: Experiment, key: TrialKey) -> str | None:
     """The stored mask trial ``key`` trains with (its parent's child mask or its own generated one), if any."""
     if key.level == 0 or subnetworks.criterion(key.subnetwork) is None:
@@ -299,7 +305,7 @@ class Plan:
             "naive_fine_tunes": self.naive_fine_tunes,
             "trials": [
                 {"trial": k.name, "level": k.level, "subnetwork": k.subnetwork, "seed": k.seed,
-                 "sparsity": round(exp.sparsity(k.level), 6),
+                 "sparsity": round(trial_sparsity(exp, k), 6),
                  "parent": self.parents[k].name if self.parents[k] else None}
                 for k in self.trials
             ],

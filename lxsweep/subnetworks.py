@@ -26,6 +26,7 @@ Light on purpose: no torch at import (config validation reads the names).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass
@@ -89,6 +90,8 @@ class Criterion:
     follows: Optional[str] = None  # an iterative criterion whose mask at the same level this one is derived from
     compare: tuple[str, ...] = ()  # subnetworks (or dense) the report tests this one against, seed by seed
     ticket: bool = False  # the lottery ticket: `lxsweep status` reports its sparsest trial near dense
+    # Its own target sparsity given the level's (a follower may remove other counts than the one it follows).
+    sparsity: Callable[[float], float] = lambda level_sparsity: level_sparsity
 
     @property
     def generated(self) -> bool:
@@ -131,7 +134,7 @@ def _register(entry: Subnetwork) -> Subnetwork:
 def register_criterion(name: str, mask: MaskFn, *, iterative: bool, scores: str,
                        color: Optional[str] = None, marker: Optional[str] = None,
                        follows: Optional[str] = None, compare: tuple[str, ...] = (),
-                       ticket: bool = False) -> Criterion:
+                       ticket: bool = False, sparsity: Optional[Callable[[float], float]] = None) -> Criterion:
     """Add a pruning criterion. ``mask(MaskInputs) -> {name: bool tensor}`` (True = kept).
 
     ``follows``: a registered iterative criterion; the mask is then made from
@@ -140,13 +143,16 @@ def register_criterion(name: str, mask: MaskFn, *, iterative: bool, scores: str,
     subnetworks (or ``dense``) the report pairs this one with, seed by seed, at
     every level both have (:func:`comparisons`). ``ticket``: this criterion
     makes the lottery tickets (one criterion does; the last registered wins).
+    ``sparsity(level_sparsity)``: the fraction this criterion removes at a level
+    (default: the level's; ``lxsweep plan`` prints it).
     """
     if follows is not None:
         target = _REGISTRY.get(follows)
         if iterative or not isinstance(target, Criterion) or not target.iterative:
             raise ValueError(f"criterion {name!r}: follows {follows!r} needs a registered iterative criterion "
                              "and iterative=False")
-    return _register(Criterion(name, mask, iterative, scores, color, marker, follows, tuple(compare), ticket))
+    entry = Criterion(name, mask, iterative, scores, color, marker, follows, tuple(compare), ticket)
+    return _register(entry if sparsity is None else dataclasses.replace(entry, sparsity=sparsity))
 
 
 def register_control(name: str, *, mask_of: Optional[str], init: InitFn, start: str,
@@ -298,7 +304,7 @@ register_control("scratch", mask_of=None, init=_fresh, color="#d62728", marker="
                  start="fresh random weights, no mask, no pretraining: the dense model trained from scratch")
 # The published code's subnetworks (docs/PAPER_CODE.md rows b, c) and the layer-matched control (issue 11).
 register_criterion("code_high", _follower("code_high"), iterative=False, follows="low", color="#ff9896", marker="s",
-                   compare=("code_random", "random"), scores="the paper's code's 'high': from the low mask at the same level, per tensor, removes as "
+                   compare=("code_random", "random"), sparsity=lambda level_sparsity: 1.0 - level_sparsity, scores="the paper's code's 'high': from the low mask at the same level, per tensor, removes as "
                           "many as low keeps, from low's removed weights first, then at random")
 register_criterion("code_random", _follower("code_random"), iterative=False, follows="low", color="#98df8a",
                    marker="^", compare=("random",), scores="the paper's code's 'random': per tensor, each weight removed with the low "

@@ -178,3 +178,15 @@ def test_a_registered_criterion_gets_its_own_chain():
     assert child_masks(exp, K("dense-L0-s0")) == [K("toy-L1-s0")]
     assert child_masks(exp, K("toy-L1-s0")) == [K("toy-L2-s0")]
     assert Plan(exp).fine_tunes == 5
+
+
+def test_plan_prints_each_trials_own_sparsity_not_its_levels():
+    """code_high removes as many weights as low keeps: at low's 27.1% it removes 72.9%."""
+    from lxsweep.plan import trial_sparsity
+
+    exp = from_dict({"pruning": {"subnetworks": ["low", "code_high", "random"], "levels": 3}})
+    plan = {t["trial"]: t for t in Plan(exp).summary()["trials"]}
+    level3 = exp.sparsity(3)
+    assert plan["low-L3-s0"]["sparsity"] == round(level3, 6) == plan["random-L3-s0"]["sparsity"]
+    assert plan["code_high-L3-s0"]["sparsity"] == round(1 - level3, 6)
+    assert trial_sparsity(exp, TrialKey(0, "dense", 0)) == 0.0
