@@ -118,6 +118,10 @@ def _print_result(m: dict) -> None:
 # -- plan ---------------------------------------------------------------------
 
 
+def _size(gb: float) -> str:
+    return f"{gb:.1f} GB" if gb >= 1 else f"{1000 * gb:.0f} MB"
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from lxsweep.plan import Plan
 
@@ -125,8 +129,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     exp = _load(args, check=not args.no_checks)
     checks = [] if args.no_checks else preflight(exp)
+    from lxsweep.sizes import needs
+
     plan = Plan(exp)
-    s = plan.summary()
+    s = {**plan.summary(), "needs": needs(exp)}
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
@@ -148,6 +154,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print("cost: set resources.fine_tune_hours to estimate GPU-hours")
     for line in checks:
         print(f"checked: {line}")
+    n = {k: _size(v) if k.endswith("_gb") else v for k, v in s["needs"].items()}
+    print(f"store: ~{n['store_gb']} ({n['finished_trial_gb']} per finished trial: kept weights, mask, metrics; "
+          f"plus a {n['checkpoint_gb']} checkpoint per running trial)")
+    print(f"per node: ~{n['worker_ram_gb']} RAM per trial worker; local disk ~{n['node_disk_gb']}"
+          + (f" (the staged prepared data, {n['staged_data_gb']} for all 123,287 VQA v2 images, + a checkpoint)"
+             if s["needs"]["staged_data_gb"] else " (a checkpoint)"))
     print("trials (run order; <- parent):")
     for t in s["trials"]:
         print(f"  {t['trial']:<16} sparsity {100 * t['sparsity']:5.1f}%" + (f"  <- {t['parent']}" if t["parent"] else ""))

@@ -190,3 +190,20 @@ def test_plan_prints_each_trials_own_sparsity_not_its_levels():
     assert plan["low-L3-s0"]["sparsity"] == round(level3, 6) == plan["random-L3-s0"]["sparsity"]
     assert plan["code_high-L3-s0"]["sparsity"] == round(1 - level3, 6)
     assert trial_sparsity(exp, TrialKey(0, "dense", 0)) == 0.0
+
+
+def test_plan_prints_the_store_size_and_what_each_node_needs():
+    proc = subprocess.run([sys.executable, "-m", "lxsweep.cli", "plan", "experiments/paper.yaml", "--no-checks"],
+                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    store = next(line for line in proc.stdout.splitlines() if line.startswith("store: ~"))
+    node = next(line for line in proc.stdout.splitlines() if line.startswith("per node: ~"))
+    assert " GB" in store and "per finished trial" in store and "checkpoint per running trial" in node + store
+    assert "RAM per trial worker" in node and "staged prepared data" in node
+    from lxsweep.config import load_experiment
+    from lxsweep.sizes import needs
+
+    n = needs(load_experiment(Path(__file__).resolve().parents[1] / "experiments" / "paper.yaml", check=False))
+    # LXMERT-base: ~218M parameters, ~180M of them prunable; 132 fine-tunes keep fp16 weights (0.44 GB each).
+    assert 200e6 < n["parameters"] < 240e6 and 150e6 < n["prunable"] < n["parameters"]
+    assert 50 < n["store_gb"] < 120 and 15 < n["staged_data_gb"] < 20
