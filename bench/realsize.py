@@ -37,11 +37,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lxsweep.data.prepared import ATTRS_FILE, BOXES_FILE, FEATURES_FILE, IMAGES_FILE, OBJECTS_FILE  # noqa: E402
 from lxsweep.data.tsv import encode_feature_row, make_img_id  # noqa: E402
 from lxsweep.data.vqa_json import annotation_entry, write_ans2label, write_official_split  # noqa: E402
 
 TRAIN_QUESTIONS, VALID_QUESTIONS = 443_757, 214_354  # VQA v2 train2014 and val2014 (LXMERT's minival is a part)
 COCO_IMAGES = 123_287  # train2014 + val2014: the images a full prepared store holds
+IMAGE_FILES = (FEATURES_FILE, BOXES_FILE, OBJECTS_FILE, ATTRS_FILE, IMAGES_FILE)  # grow with the images
 NUM_ANSWERS, NUM_BOXES, FEAT_DIM = 3129, 36, 2048
 TYPES = (("yes/no", "is there a"), ("number", "how many"), ("other", "what color is the"))
 WORDS = ("red blue green yellow white black cube sphere cylinder table chair dog cat man woman car bus sign "
@@ -138,7 +140,23 @@ def prepare(inputs: dict, out: Path) -> dict:
         raise SystemExit(f"prepare-vqa failed:\n{proc.stderr[-3000:]}")
     return {"prepare_s": round(time.time() - t0, 1),
             "prepare_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
-            "prepared_bytes": sum(p.stat().st_size for p in out.rglob("*") if p.is_file())}
+            "prepared_bytes": sum(p.stat().st_size for p in out.rglob("*") if p.is_file()),
+            "prepared_image_bytes": sum((out / name).stat().st_size for name in IMAGE_FILES)}
+
+
+def data_rss(prepared: Path) -> dict:
+    """What opening both full splits adds to a fresh process's RSS, and how long it takes (a trial's data open)."""
+    code = ("import json, resource, sys, time\n"
+            "from lxsweep.data.prepared import load_vqa_store\n"
+            "rss = lambda: int(open('/proc/self/statm').read().split()[1]) * resource.getpagesize() / 2**20\n"
+            "before, t0 = rss(), time.time()\n"
+            "data = load_vqa_store(sys.argv[1], 'train', 'minival')\n"
+            "print(json.dumps({'data_open_s': round(time.time() - t0, 2), 'data_rss_mb': round(rss() - before, 1),"
+            " 'questions_opened': len(data.train.questions) + len(data.valid.questions)}))\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(prepared)], capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        raise SystemExit(f"opening the prepared store failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def tokens_and_loader(prepared: Path, model_dir: Path, cache: Path) -> dict:
@@ -235,9 +253,12 @@ def projections(measured: dict, images: int) -> dict:
     summary = Plan(exp).summary()
     per_trial = measured["weights_bytes"] + measured["mask_bytes"] + measured["metrics_bytes"]
     in_flight = measured["checkpoint_bytes"] * exp.resources.max_concurrent_trials
-    per_image = measured["prepared_bytes"] / images  # features dominate; question arrays are a few % here
+    # Image files (features, boxes, box labels, the image index) scale with the images; the question arrays
+    # are already at VQA v2's full counts.
+    per_image = measured["prepared_image_bytes"] / images
+    questions = measured["prepared_bytes"] - measured["prepared_image_bytes"]
     return {"projected_paper_store_gb": round((summary["fine_tunes"] * per_trial + in_flight) / 1e9, 1),
-            "prepared_bytes_full": int(per_image * COCO_IMAGES),
+            "prepared_bytes_full": int(per_image * COCO_IMAGES + questions),
             "projected_paper_gpu_h": summary["gpu_hours"],
             "projected_paper_gpu_h_basis": f"lxsweep plan's resources.fine_tune_hours ({summary['fine_tune_hours']} h "
                                            f"per fine-tune, {summary['fine_tunes']} fine-tunes): "
@@ -267,6 +288,8 @@ def main() -> None:
                      "valid_questions": round(VALID_QUESTIONS * args.questions_scale),
                      **prepare(inputs, prepared)}
         print(f"prepare-vqa: {out['prepare_s']} s, peak RSS {out['prepare_peak_rss_mb']} MB", flush=True)
+        out.update(data_rss(prepared))
+        print(f"data open: {out['data_open_s']} s, +{out['data_rss_mb']} MB RSS", flush=True)
         cache = root / "cache"
         out.update(tokens_and_loader(prepared, inputs["model"], cache))
         print(f"tokens: {out['tokenize_cold_s']} s cold, {out['tokenize_cached_s']} s cached; loader "
@@ -289,13 +312,14 @@ def main() -> None:
     rows = [("prepare-vqa wall / peak RSS", f"{out['prepare_s']} s / {out['prepare_peak_rss_mb']} MB (limit 4096)"),
             ("prepared store here / projected to 123,287 images", f"{out['prepared_bytes'] / 1e9:.2f} GB / "
                                                                   f"{out['prepared_bytes_full'] / 1e9:.1f} GB"),
+            ("open both full splits: wall / RSS added", f"{out['data_open_s']} s / {out['data_rss_mb']} MB "
+                                                        f"(limit 1024)"),
             ("question tokens cold / cached", f"{out['tokenize_cold_s']} s / {out['tokenize_cached_s']} s"),
             ("loader, batch 32, 0 / 2 workers", f"{out['loader_samples_per_s_0_workers']} / "
                                                 f"{out['loader_samples_per_s_2_workers']} samples/s (13k goal: "
                                                 f"{out['loader_processes_for_13k']} processes)"),
             ("launch to first step, trial 1 / 2", f"{out['first_step_s']} s / {out['first_step_s_second']} s"),
-            ("worker peak RSS / RSS the data adds", f"{out['worker_peak_rss_mb']} MB / {out['worker_data_rss_mb']} MB "
-                                                    f"(limit 1024)"),
+            ("worker peak RSS (fp32 model, AdamW, batch 32)", f"{out['worker_peak_rss_mb']} MB"),
             ("CPU step, LXMERT-base, batch 32", f"{out['cpu_step_s']:.1f} s"),
             ("full checkpoint / kept fp16 weights / mask", f"{out['checkpoint_bytes'] / 1e9:.2f} GB / "
                                                            f"{out['weights_bytes'] / 1e9:.2f} GB / {out['mask_bytes'] / 1e6:.1f} MB"),

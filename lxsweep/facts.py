@@ -43,6 +43,8 @@ def resolved_facts(runtime: Any) -> dict:
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         **{name: _version(name) for name in PACKAGES},
+        # the build, not the distribution's number: 2.14.1+cu130 and 2.13.0+cpu compute differently
+        "torch": torch.__version__, "torch_cuda": torch.version.cuda,
         "commit": _git_commit(),
     }
 

@@ -19,7 +19,8 @@ from lxsweep.trial import run_trial
 def test_auto_precision_resolves_to_fp32_on_cpu():
     facts = resolved_facts(runtime(from_dict({"training": {"precision": "auto"}})))
     assert (facts["device_type"], facts["precision"], facts["autocast_dtype"], facts["world_size"]) == ("cpu", "fp32", None, 1)
-    assert facts["torch"] == torch.__version__ and facts["transformers"] and facts["ray"] and facts["python"]
+    assert facts["torch"] == torch.__version__ and facts["torch_cuda"] == torch.version.cuda  # with its build tag
+    assert facts["transformers"] and facts["ray"] and facts["python"]
     assert facts["torch_threads"] == torch.get_num_threads() >= 1
     assert facts["commit"] is None or len(facts["commit"].split("+")[0]) == 40
     assert resolved_facts(runtime(from_dict({"training": {"precision": "bf16"}})))["precision"] == "bf16"
