@@ -56,17 +56,11 @@ def check_storage(exp: Experiment) -> str:
 
 
 def _check_remote_storage(exp: Experiment) -> str:
-    import pyarrow.fs as pafs
+    from lxsweep.store import quick_filesystem
 
     where, storage = exp.source, exp.storage.rstrip("/")
     try:
-        if storage.startswith("s3://"):
-            fs = pafs.S3FileSystem(connect_timeout=3, request_timeout=3,
-                                   endpoint_override=os.environ.get("AWS_ENDPOINT_URL"),
-                                   retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=1))
-            base = storage[len("s3://"):]
-        else:
-            fs, base = pafs.FileSystem.from_uri(storage)
+        fs, base = quick_filesystem(storage)
         probe = f"{base}/.lxsweep-probe-{uuid.uuid4().hex[:8]}"
         with fs.open_output_stream(probe) as f:
             f.write(b"probe")
@@ -91,15 +85,22 @@ def check_model(exp: Experiment) -> str:
         if not any(local.glob("*.safetensors")) and not any(local.glob("*.bin")):
             raise ConfigError(f"{where}: model.pretrained: {name} holds no weights (*.safetensors or *.bin) — point "
                               f"it at a directory written by save_pretrained")
+    _pretrained_config(exp)
+    return f"model {name}: config loads"
+
+
+def _pretrained_config(exp: Experiment):
+    """``model.pretrained``'s LxmertConfig (a hub name only from the local cache when HF_HUB_OFFLINE is set)."""
     from transformers import LxmertConfig
 
+    name = exp.model.pretrained
     try:
-        LxmertConfig.from_pretrained(name, local_files_only=not local.is_dir() and bool(os.environ.get("HF_HUB_OFFLINE")))
+        return LxmertConfig.from_pretrained(
+            name, local_files_only=not Path(name).expanduser().is_dir() and bool(os.environ.get("HF_HUB_OFFLINE")))
     except Exception as exc:  # transformers raises OSError/ValueError with its own text
         text = " ".join(str(exc).split())[:160]
-        raise ConfigError(f"{where}: model.pretrained: cannot load the config of {name!r} ({text}) — check the "
+        raise ConfigError(f"{exp.source}: model.pretrained: cannot load the config of {name!r} ({text}) — check the "
                           f"name and the network, or download it and point model.pretrained at the directory") from None
-    return f"model {name}: config loads"
 
 
 def check_answer_table(exp: Experiment) -> str:
@@ -116,9 +117,7 @@ def check_answer_table(exp: Experiment) -> str:
         raise ConfigError(f"{where}: model.answer_table: {exc} — {fix}") from None
     if exp.model.pretrained is None:  # the embedded rewind point is pretrained later: its head is checked then
         return f"answer table {path}: {len(table)} answers"
-    from transformers import LxmertConfig
-
-    rows = LxmertConfig.from_pretrained(exp.model.pretrained).num_qa_labels
+    rows = _pretrained_config(exp).num_qa_labels
     if rows != len(table):
         raise ConfigError(f"{where}: model.answer_table: {path} lists {len(table)} answers but {exp.model.pretrained}'s "
                           f"answer head has {rows} (num_qa_labels) — {fix}, the table of that checkpoint")

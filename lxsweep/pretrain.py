@@ -51,7 +51,6 @@ from lxsweep.data import VQASplit
 from lxsweep.data.loader import per_image, region_tensors, tokenize
 from lxsweep.store import Store, pretrained_dir
 
-OBJECTIVES = ("mlm", "obj", "attr", "feat", "itm", "qa")
 _IGNORE = -100  # CrossEntropyLoss's ignore_index: positions without a target
 _MASK_TOKEN = "[MASK]"
 

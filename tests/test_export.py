@@ -141,8 +141,6 @@ def test_export_loads_without_lxsweep_and_scores_the_recorded_accuracy(sweep, tm
 
 
 def test_export_errors_are_one_line(sweep, tmp_path):
-    from lxsweep.cli import main
-
     exp, store = sweep
     proc = subprocess.run([sys.executable, "-m", "lxsweep.cli", "export", store.root, "--trial", "low-L3-s0",
                            "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=120)
