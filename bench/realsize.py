@@ -93,17 +93,25 @@ def write_features(path: Path, images: np.ndarray, seed: int) -> Path:
     return path
 
 
-def write_model(out: Path) -> Path:
-    """LXMERT-base (the hub checkpoint's config) with random weights and a BERT-style tokenizer built here."""
-    import torch
-    from transformers import BertTokenizerFast, LxmertConfig, LxmertForQuestionAnswering
+def write_tokenizer(out: Path) -> Path:
+    """A BERT-style WordPiece tokenizer with bert-base-uncased's 30,522 entries, built here (nothing downloaded)."""
+    from transformers import BertTokenizerFast
 
     out.mkdir(parents=True, exist_ok=True)
     vocab = ["[PAD]", *(f"[unused{i}]" for i in range(99)), "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS,
              "is", "there", "a", "how", "many", "what", "color", "the", "?"]
-    vocab += [f"##w{i}" for i in range(30522 - len(vocab))]  # bert-base-uncased's 30,522 entries
+    vocab += [f"##w{i}" for i in range(30522 - len(vocab))]
     (out / "vocab.txt").write_text("\n".join(vocab) + "\n")
     BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=True).save_pretrained(str(out))
+    return out
+
+
+def write_model(out: Path) -> Path:
+    """LXMERT-base (the hub checkpoint's config) with random weights and the tokenizer above."""
+    import torch
+    from transformers import LxmertConfig, LxmertForQuestionAnswering
+
+    write_tokenizer(out)
     torch.manual_seed(0)
     config = LxmertConfig(num_qa_labels=NUM_ANSWERS)  # defaults = unc-nlp/lxmert-base-uncased
     LxmertForQuestionAnswering(config).save_pretrained(str(out))

@@ -103,6 +103,7 @@ class DataConfig:
     limit_train: Optional[int] = None
     limit_valid: Optional[int] = None
     loader_workers: int = selects(0)  # DataLoader worker processes per training worker
+    stage: bool = selects(False)  # copy data.path to node-local disk once per node (an NFS path); a URI always is
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 

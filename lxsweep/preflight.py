@@ -132,7 +132,7 @@ def check_data(exp: Experiment) -> str:
     if exp.data.source != "vqa":
         return "data: the synthetic task (made in the store when first needed)"
     try:
-        manifest = read_manifest(exp.data.path)
+        manifest = _remote_manifest(exp) if "://" in exp.data.path else read_manifest(exp.data.path)
     except VQAStoreError as exc:
         raise ConfigError(f"{exp.source}: data.path: {exc}") from None
     for key in ("train_split", "valid_split"):
@@ -172,3 +172,21 @@ def check_schedule(exp: Experiment) -> str:
                               f"{total} prunable weights — use fewer levels (at most {level - 1})")
         previous = removed
     return f"schedule: {exp.num_levels} levels over {total} prunable weights, each removing more"
+
+
+def _remote_manifest(exp: Experiment) -> dict:
+    """The manifest of a prepared store on an object store (each node stages the rest when a trial starts)."""
+    import json
+
+    from lxsweep.store import quick_filesystem
+
+    path = exp.data.path.rstrip("/")
+    try:
+        fs, base = quick_filesystem(path)
+        with fs.open_input_stream(f"{base}/manifest.json") as stream:
+            return json.loads(stream.read())
+    except Exception as exc:  # noqa: BLE001 — pyarrow raises OSError/ArrowException with the service's text
+        text = " ".join(str(exc).split())[:200]
+        raise ConfigError(f"{exp.source}: data.path: cannot read {path}/manifest.json ({text}) — upload the whole "
+                          f"prepared store (`lxsweep prepare-vqa --out DIR`, then copy DIR there) or fix data.path, "
+                          f"the endpoint (AWS_ENDPOINT_URL) and credentials") from None

@@ -297,26 +297,13 @@ class Store:
             self.write_bytes(f"{rel}/{f.relative_to(local).as_posix()}", f.read_bytes())
 
     def local_dir(self, rel: str, cache: str | Path | None = None) -> Path:
-        """A local directory holding ``rel``: the store itself, or a downloaded copy."""
+        """A local directory holding ``rel``: the store itself, or its node-local copy (:mod:`lxsweep.staging`)."""
         if not self.uri:
             return Path(self.path(rel))
-        import pyarrow.fs as pafs
+        from lxsweep import staging
 
-        cache = Path(cache or tempfile.gettempdir()) / "lxsweep-cache" / Path(self.root).name / rel
-        if not cache.is_dir():
-            tmp = Path(tempfile.mkdtemp(prefix="lxsweep-dl-"))
-            sel = pafs.FileSelector(self._remote(rel), recursive=True)
-            for info in retrying(self.path(rel), lambda: self._fs.get_file_info(sel)):
-                if info.type == pafs.FileType.File:
-                    dest = tmp / Path(info.path).relative_to(self._remote(rel))
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    dest.write_bytes(self.read_bytes(Path(info.path).relative_to(self._base).as_posix()))
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.rename(tmp, cache)
-            except OSError:
-                shutil.rmtree(tmp, ignore_errors=True)
-        return cache
+        target = Path(cache) / Path(self.root).name / rel if cache else None
+        return staging.stage(self.path(rel), target, fs=self._fs, base=self._remote(rel), retry=retrying).path
 
 
 class OverlayStore(Store):

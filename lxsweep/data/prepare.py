@@ -23,6 +23,7 @@ from lxsweep.data import VQAInputError, VQAStoreError, pad_targets, soft_targets
 from lxsweep.data.prepared import (ANSWERS_FILE, ATTRS_FILE, BOXES_FILE, FEATURES_FILE, IMAGES_FILE, MANIFEST_FILE,
                                    OBJECTS_FILE, QUESTIONS_FILE, STORE_FORMAT, STORE_VERSION)
 from lxsweep.data.tsv import decode_tsv_row, image_id_from_img_id, normalize_boxes, read_tsv_fields
+from lxsweep.staging import sha256_file
 from lxsweep.data.vqa_json import build_answer_vocab, load_answer_vocab, read_vqa_split, write_json
 
 _SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -108,6 +109,9 @@ def _build_store(out: Path, records: Mapping[str, list[dict[str, Any]]], answers
         "feature_sources": [str(Path(p).resolve()) for p in feature_tsvs],
         "images_without_features": len(needed) - len(rows),
         "limit": about["limit"],
+        # every file with its size and checksum: what a node-local copy must hold (lxsweep.staging)
+        "files": {f.relative_to(out).as_posix(): {"bytes": f.stat().st_size, "sha256": sha256_file(f)}
+                  for f in sorted(out.rglob("*")) if f.is_file()},
     }
     write_json(out / MANIFEST_FILE, manifest, indent=1)  # last: from here on the store looks complete
 

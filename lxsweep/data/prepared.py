@@ -25,6 +25,7 @@ and ``attr_labels`` None.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -134,25 +135,31 @@ def _load_split(store: Path, name: str, manifest: Mapping[str, Any],
     image_index = _load_npy(directory / "image_index.npy", None)
     labels = _load_npy(directory / "target_labels.npy", None)
     scores = _load_npy(directory / "target_scores.npy", None)
+    questions, answers, answer_types, kinds = [], [], [], []
+    intern = sys.intern  # answers, answer types and question types repeat: one string object each, not millions
     try:
         with open(directory / QUESTIONS_FILE, encoding="utf-8") as handle:
-            records = [json.loads(line) for line in handle]
+            for line in handle:  # one record at a time: the parsed dicts never pile up
+                r = json.loads(line)
+                questions.append(r["question"])
+                answers.append([intern(a) for a in r["answers"]])
+                answer_types.append(intern(r["answer_type"]))
+                # The official evaluator's perQuestionType; a file without question_type falls back to the answer type.
+                kinds.append(intern(r.get("question_type") or r["answer_type"]))
     except FileNotFoundError:
         raise VQAStoreError(f"{directory / QUESTIONS_FILE}: missing from the store — run `lxsweep prepare-vqa` again") from None
-    except json.JSONDecodeError as exc:
-        raise VQAStoreError(f"{directory / QUESTIONS_FILE}: unreadable ({exc})") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise VQAStoreError(f"{directory / QUESTIONS_FILE}: unreadable ({type(exc).__name__}: {exc}) — run "
+                            f"`lxsweep prepare-vqa` again") from None
     n = manifest["splits"][name]["questions"]
     sizes = {"question_ids": len(question_ids), "image_index": len(image_index), "target_labels": len(labels),
-             "target_scores": len(scores), QUESTIONS_FILE: len(records)}
+             "target_scores": len(scores), QUESTIONS_FILE: len(questions)}
     if any(size != n for size in sizes.values()) or labels.shape != scores.shape:
         raise VQAStoreError(f"{directory}: row counts {sizes} disagree with the manifest's {n} — run `lxsweep prepare-vqa` again")
     if n and (image_index.min() < 0 or image_index.max() >= len(features)):
         raise VQAStoreError(f"{directory / 'image_index.npy'}: rows outside the {len(features)} stored images")
     return VQASplit(
-        question_ids=question_ids, questions=[r["question"] for r in records], image_index=image_index,
-        features=features, boxes=boxes, answers=[r["answers"] for r in records],
-        answer_types=[r["answer_type"] for r in records],
-        # The official evaluator's perQuestionType; a file without question_type falls back to the answer type.
-        question_kinds=[r.get("question_type") or r["answer_type"] for r in records],
+        question_ids=question_ids, questions=questions, image_index=image_index,
+        features=features, boxes=boxes, answers=answers, answer_types=answer_types, question_kinds=kinds,
         target_labels=labels, target_scores=scores, object_labels=object_labels, attr_labels=attr_labels,
     )

@@ -49,12 +49,22 @@ def load_dataset(exp: "Experiment", store: "Store", purpose: str = "finetune") -
     elif purpose == "pretrain":
         raise ValueError("a pretraining split exists only for data.source: synthetic")
     else:
-        ds = load_vqa_store(exp.data.path, exp.data.train_split, exp.data.valid_split)
+        ds = load_vqa_store(prepared_path(exp), exp.data.train_split, exp.data.valid_split)
     if exp.data.limit_train and exp.data.limit_train < len(ds.train):
         ds.train = ds.train.subset(np.arange(exp.data.limit_train))
     if exp.data.limit_valid and exp.data.limit_valid < len(ds.valid):
         ds.valid = ds.valid.subset(np.arange(exp.data.limit_valid))
     return ds
+
+
+def prepared_path(exp: "Experiment") -> Path:
+    """Where this node reads ``data.path`` from: in place, or its node-local copy (a URI; ``data.stage``)."""
+    from lxsweep import staging
+    from lxsweep.store import retrying
+
+    if staging.is_remote(exp.data.path) or exp.data.stage:
+        return staging.stage(exp.data.path, retry=retrying).path
+    return Path(exp.data.path).expanduser()
 
 
 def synthetic_store_name(cfg: SyntheticConfig) -> str:

@@ -23,13 +23,10 @@ from typing import Optional
 import numpy as np
 import torch
 
-CACHE_ENV = "LXSWEEP_CACHE"
+from lxsweep.staging import cache_root
 FIELDS = {"input_ids": np.int32, "attention_mask": np.int8, "token_type_ids": np.int8}
 
 
-def cache_root() -> Path:
-    """``$LXSWEEP_CACHE`` or ``~/.cache/lxsweep``: node-local files lxsweep can always rebuild."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "lxsweep").expanduser()
 
 
 def tokenize(tokenizer, questions: list[str], max_tokens: int) -> dict[str, torch.Tensor]:
