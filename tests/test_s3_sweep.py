@@ -28,7 +28,9 @@ from processes import kill_tagged, tagged_env
 pytestmark = pytest.mark.slow
 SMOKE = ROOT / "experiments" / "smoke.yaml"
 STORAGE = "s3://sweep/runs"
-SETS = [*TINY, "pruning.levels=2", "tracking.backend=wandb", "resources.max_concurrent_trials=2", f"storage={STORAGE}"]
+# low and random: a chain whose masks cross trials through the bucket, and trials that need no parent (5 trials)
+SETS = [*TINY, "pruning.levels=2", "pruning.subnetworks=[low, random]", "tracking.backend=wandb",
+        "resources.max_concurrent_trials=2", f"storage={STORAGE}"]
 OUTAGE_S = 4.0
 
 
@@ -91,7 +93,7 @@ def test_every_trial_is_in_the_bucket_and_none_ran_twice(sweep):
     plan = Plan(exp)
     assert len(before) >= 2
     assert _done(store) == {k.name for k in plan.trials}
-    assert f"{len(before)} of 7 trials already in the store; resuming" in output
+    assert f"{len(before)} of 5 trials already in the store; resuming" in output
     for name in _done(store) - before:  # finished by the resumed launch: their resume state is gone from the bucket
         run = f"ray/train-{name}"
         assert [n for n in store.listdir(run) if n.startswith("checkpoint_") and store.is_dir(f"{run}/{n}")] == [], name
@@ -106,7 +108,7 @@ def test_every_trial_is_in_the_bucket_and_none_ran_twice(sweep):
 
 def test_chain_masks_written_by_one_trial_are_read_by_its_children(sweep, tmp_path):
     exp, store, _, _ = sweep
-    for chain in ("low", "high"):
+    for chain in ("low",):
         masks = []
         for level in (1, 2):
             local = tmp_path / f"{chain}{level}.safetensors"
@@ -122,9 +124,9 @@ def test_status_report_and_trial_work_from_the_bucket(sweep, capsys):
     exp, store, before, _ = sweep
     capsys.readouterr()
     assert main(["status", store.root]) == 0
-    assert "7/7 done, 0 running, 0 waiting, 0 failed, 0 skipped" in capsys.readouterr().out
+    assert "5/5 done, 0 running, 0 waiting, 0 failed, 0 skipped" in capsys.readouterr().out
     assert main(["report", store.root]) == 0
-    assert store.read_bytes("report/results.csv").decode().count("\n") == 8
+    assert store.read_bytes("report/results.csv").decode().count("\n") == 6
     # W&B run files copied into S3 by every trial the resumed launch ran (the killed one may not have got to it).
     copied = {d.split(f"{Path(store.root).name}-")[-1] for d in store.listdir("wandb/wandb")}
     assert {k.name for k in Plan(exp).trials} - before <= copied and "summary" in copied
