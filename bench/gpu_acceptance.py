@@ -37,14 +37,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
-from masked_step import MODELS, SMOKE, Shape, flops_per_sample, make_batch, peak_flops  # noqa: E402
-from realsize import TRAIN_QUESTIONS, VALID_QUESTIONS, write_features, write_split, write_tokenizer  # noqa: E402
+from masked_step import GRAD_CLIP, MODELS, SMOKE, Shape, flops_per_sample, make_batch, peak_flops  # noqa: E402
+from realsize import TRAIN_QUESTIONS, VALID_QUESTIONS, answer_vocabulary, write_features, write_split, write_tokenizer  # noqa: E402
 
 from lxsweep import pruning  # noqa: E402
 from lxsweep.config import from_dict  # noqa: E402
 from lxsweep.train import adamw, runtime, train_step  # noqa: E402
 
-GRAD_CLIP = 5.0
 DRY = Shape({**SMOKE, "visual_feat_dim": 2048}, 30522, 3129, 2048, 36, 20, 8, steps=1, reps=1)
 
 
@@ -106,7 +105,7 @@ def prepared_store(root: Path, images: int, questions: int) -> Path:
 
     raw = root / "raw"
     raw.mkdir(parents=True)
-    answers = ["yes", "no", *map(str, range(30)), *(f"answer {i}" for i in range(3129 - 32))]
+    answers = answer_vocabulary()
     ids = np.arange(1, images + 1) * 7
     train = write_split(raw, "train", questions, ids, answers, seed=1)
     valid = write_split(raw, "val", max(questions // 8, 1), ids, answers, seed=2)

@@ -118,13 +118,18 @@ def write_model(out: Path) -> Path:
     return out
 
 
+def answer_vocabulary() -> list[str]:
+    """VQA v2's 3,129 answers in shape: yes/no, numbers, then two-word answers, padded to the count."""
+    answers = ["yes", "no", *map(str, range(100)), *(f"{a} {b}" for a in WORDS for b in WORDS)]
+    answers = list(dict.fromkeys(answers))[:NUM_ANSWERS]
+    return answers + [f"answer {i}" for i in range(NUM_ANSWERS - len(answers))]
+
+
 def build_inputs(root: Path, images: int, scale: float = 1.0) -> dict:
     raw = root / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    answers = ["yes", "no", *map(str, range(100)), *(f"{a} {b}" for a in WORDS for b in WORDS)]
-    answers = list(dict.fromkeys(answers))[:NUM_ANSWERS]
-    answers += [f"answer {i}" for i in range(NUM_ANSWERS - len(answers))]
+    answers = answer_vocabulary()
     image_ids = np.arange(1, images + 1) * 7
     train = write_split(raw, "train", max(1, round(TRAIN_QUESTIONS * scale)), image_ids, answers, seed=1)
     valid = write_split(raw, "val", max(1, round(VALID_QUESTIONS * scale)), image_ids, answers, seed=2)

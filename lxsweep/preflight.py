@@ -33,10 +33,10 @@ def check_tracking(exp: Experiment) -> str:
 
 def check_storage(exp: Experiment) -> str:
     """A probe file is written into ``storage`` and deleted again."""
-    from lxsweep.store import is_uri
+    from lxsweep.staging import is_remote
 
     where, storage = exp.source, exp.storage
-    if is_uri(storage):
+    if is_remote(storage):
         return _check_remote_storage(exp)
     root = Path(storage.removeprefix("file://")).expanduser()
     for parent in (root, *root.parents):

@@ -180,7 +180,7 @@ def _check_copy(path: Path, size: int, sha: Optional[str], recorded: Optional[li
         return None  # unchanged since it was verified
     if sha is None:
         return None if recorded is not None else "not verified"
-    got = _sha256(path)
+    got = sha256_file(path)
     return None if got == sha else f"sha256 {got[:12]}…, the source's manifest says {sha[:12]}…"
 
 
@@ -230,8 +230,6 @@ def sha256_file(path: Path) -> str:
             digest.update(chunk)
     return digest.hexdigest()
 
-
-_sha256 = sha256_file
 
 
 def _read_record(target: Path, source: str) -> dict:

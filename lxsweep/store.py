@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 
 from lxsweep.errors import ConfigError, CorruptStoreFile, StoreError
+from lxsweep import staging
 
 if TYPE_CHECKING:
     from lxsweep.config import Experiment
@@ -126,8 +127,6 @@ def quick_filesystem(root: str):
     return pafs.FileSystem.from_uri(root)
 
 
-def is_uri(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
 
 
 class Store:
@@ -136,7 +135,7 @@ class Store:
     def __init__(self, root: str):
         if root.startswith("file://"):
             root = root[len("file://"):]
-        self.uri = is_uri(root)
+        self.uri = staging.is_remote(root)
         if self.uri:
             import pyarrow.fs as pafs
 
@@ -300,8 +299,6 @@ class Store:
         """A local directory holding ``rel``: the store itself, or its node-local copy (:mod:`lxsweep.staging`)."""
         if not self.uri:
             return Path(self.path(rel))
-        from lxsweep import staging
-
         target = Path(cache) / Path(self.root).name / rel if cache else None
         return staging.stage(self.path(rel), target, fs=self._fs, base=self._remote(rel), retry=retrying).path
 

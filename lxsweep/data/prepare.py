@@ -23,8 +23,8 @@ from lxsweep.data import VQAInputError, VQAStoreError, pad_targets, soft_targets
 from lxsweep.data.prepared import (ANSWERS_FILE, ATTRS_FILE, BOXES_FILE, FEATURES_FILE, IMAGES_FILE, MANIFEST_FILE,
                                    OBJECTS_FILE, QUESTIONS_FILE, STORE_FORMAT, STORE_VERSION)
 from lxsweep.data.tsv import decode_tsv_row, image_id_from_img_id, normalize_boxes, read_tsv_fields
-from lxsweep.staging import sha256_file
 from lxsweep.data.vqa_json import build_answer_vocab, load_answer_vocab, read_vqa_split, write_json
+from lxsweep.staging import sha256_file
 
 _SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 

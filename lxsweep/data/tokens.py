@@ -24,9 +24,8 @@ import numpy as np
 import torch
 
 from lxsweep.staging import cache_root
+
 FIELDS = {"input_ids": np.int32, "attention_mask": np.int8, "token_type_ids": np.int8}
-
-
 
 
 def tokenize(tokenizer, questions: list[str], max_tokens: int) -> dict[str, torch.Tensor]:
