@@ -53,6 +53,9 @@ RENAMED = {
 }
 
 
+SYNTHETIC_KINDS = ("exist", "count", "attribute", "spatial")  # lxsweep.data.synthetic.KINDS (no numpy here)
+
+
 @dataclass
 class SyntheticConfig:
     """The generated scene-question task (see lxsweep/data/synthetic.py)."""
@@ -60,6 +63,11 @@ class SyntheticConfig:
     train_questions: int = 6000
     valid_questions: int = 1500
     pretrain_questions: int = 6000  # the disjoint split the rewind point is pretrained on
+    test_questions: int = 0  # a held-out test split (0 = none): every reported number, no choice made on it
+    # The question kinds (lxsweep/data/synthetic.py KINDS) the fine-tune splits (train, valid, test) ask, and
+    # those the pretraining splits ask: disjoint kinds make a rewind point that has not seen the fine-tune task.
+    kinds: list[str] = field(default_factory=lambda: list(SYNTHETIC_KINDS))
+    pretrain_kinds: list[str] = field(default_factory=lambda: list(SYNTHETIC_KINDS))
     num_boxes: int = 10
     feat_dim: int = 64
     annotator_noise: float = 0.05  # chance an annotator gives a plausible wrong answer
@@ -99,6 +107,7 @@ class DataConfig:
     path: Optional[str] = None  # prepared VQA store (lxsweep prepare-vqa)
     train_split: str = "train"
     valid_split: str = "minival"
+    test_split: Optional[str] = None  # a prepared split every reported number is measured on (null: valid's)
     max_tokens: int = 20
     limit_train: Optional[int] = None
     limit_valid: Optional[int] = None
@@ -116,6 +125,9 @@ class TrainingConfig:
     warmup: float = 0.1  # fraction of steps with linear warmup, then linear decay
     weight_decay: float = 0.01
     grad_clip: float = 5.0
+    # The `probe` control: the rewind point's encoder frozen, a fresh answer head trained this many steps at this lr.
+    probe_steps: int = 250
+    probe_lr: float = 1e-3
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on GPU, fp32 on CPU
     # Which trials keep their trained weights in the store (weights/<trial>.safetensors): every trial,
     # only tickets (the ticket criterion and dense), or none; and in which dtype (pruned entries are
@@ -662,6 +674,11 @@ def _validate(exp: Experiment, where: str) -> None:
         if v is not None and not v >= 1:
             fail(f"data.{key}", v, "an integer >= 1 or null")
     _check_bounds(fail, "data.synthetic", d.synthetic, SYNTHETIC_BOUNDS)
+    for key in ("kinds", "pretrain_kinds"):
+        kinds = getattr(d.synthetic, key)
+        if (not isinstance(kinds, list) or not kinds
+                or any(not isinstance(k, str) or k not in SYNTHETIC_KINDS for k in kinds) or len(set(kinds)) != len(kinds)):
+            fail(f"data.synthetic.{key}", kinds, "a non-empty list of distinct kinds among " + ", ".join(SYNTHETIC_KINDS))
     pt = exp.model.pretraining
     _check_bounds(fail, "model.pretraining", pt, PRETRAINING_BOUNDS)
     if not pt.objectives:
@@ -738,10 +755,12 @@ _FRACTION = (lambda v: 0.0 <= v < 1.0, "a fraction in [0, 1)")
 TRAINING_BOUNDS = (("epochs", *_AT_LEAST_1), ("batch_size", *_AT_LEAST_1), ("eval_batch_size", *_AT_LEAST_1),
                    ("lr", *_LEARNING_RATE), ("warmup", *_FRACTION),
                    ("weight_decay", lambda v: v >= 0, "a number >= 0"),
-                   ("grad_clip", lambda v: v >= 0, "a number >= 0 (0 = no clipping)"))
+                   ("grad_clip", lambda v: v >= 0, "a number >= 0 (0 = no clipping)"),
+                   ("probe_steps", *_AT_LEAST_1), ("probe_lr", *_LEARNING_RATE))
 DATA_BOUNDS = (("max_tokens", lambda v: v >= 4, "an integer >= 4"),
                ("loader_workers", lambda v: v >= 0, "an integer >= 0"))
 SYNTHETIC_BOUNDS = (*((k, *_AT_LEAST_1) for k in ("train_questions", "valid_questions", "pretrain_questions", "feat_dim")),
+                    ("test_questions", lambda v: v >= 0, "an integer >= 0 (0 = no test split)"),
                     ("num_boxes", lambda v: v >= 4, "an integer >= 4 (scenes hold up to 4 objects)"),
                     ("annotator_noise", lambda v: 0.0 <= v < 1.0, "a probability in [0, 1)"),
                     ("feature_noise", lambda v: v >= 0, "a number >= 0"))

@@ -28,10 +28,11 @@ class TrialStart:
     epoch: int  # epochs already done (resumed from a checkpoint), else 0
     step: int
     resumed: bool
+    max_steps: Optional[int] = None  # a trial that stops before its last epoch ends (the probe)
 
     @property
     def total_steps(self) -> int:
-        return self.steps_per_epoch * self.epochs
+        return self.steps_per_epoch * self.epochs if self.max_steps is None else self.max_steps
 
 
 class TrialHook:

@@ -125,7 +125,7 @@ def check_answer_table(exp: Experiment) -> str:
 
 
 def check_data(exp: Experiment) -> str:
-    """The prepared VQA store has ``data.train_split`` and ``data.valid_split``."""
+    """The prepared VQA store has ``data.train_split`` and ``data.valid_split`` (and ``data.test_split``, if set)."""
     from lxsweep.data import VQAStoreError
     from lxsweep.data.prepared import read_manifest
 
@@ -135,12 +135,13 @@ def check_data(exp: Experiment) -> str:
         manifest = _remote_manifest(exp) if "://" in exp.data.path else read_manifest(exp.data.path)
     except VQAStoreError as exc:
         raise ConfigError(f"{exp.source}: data.path: {exc}") from None
-    for key in ("train_split", "valid_split"):
+    for key in ("train_split", "valid_split", "test_split"):
         split = getattr(exp.data, key)
-        if split not in manifest["splits"]:
+        if split is not None and split not in manifest["splits"]:
             raise ConfigError(f"{exp.source}: data.{key}: {exp.data.path} has no split {split!r} — use one of "
                               f"{', '.join(sorted(manifest['splits']))} or prepare it with `lxsweep prepare-vqa`")
-    return f"data {exp.data.path}: splits {exp.data.train_split}, {exp.data.valid_split} present"
+    test = f", {exp.data.test_split}" if exp.data.test_split else ""
+    return f"data {exp.data.path}: splits {exp.data.train_split}, {exp.data.valid_split}{test} present"
 
 
 def check_schedule(exp: Experiment) -> str:

@@ -16,7 +16,9 @@ A subnetwork is named by a *criterion* or a *control* (or is ``dense``):
 - a **control** decides which weights the kept ones start from and where its
   mask comes from: ``reinit`` trains the ``low`` chain's mask from fresh random
   weights; ``scratch`` trains the dense model from fresh random weights, no
-  mask, at level 0 (no pretraining).
+  mask, at level 0 (no pretraining); ``probe`` freezes the rewind point and
+  trains only a fresh answer head, for ``training.probe_steps`` steps (what the
+  starting weights already solve).
 
 Adding a criterion is one function plus one :func:`register_criterion` call,
 e.g. in a plugin module named in the experiment's ``plugins`` list (imported
@@ -115,6 +117,9 @@ class Control:
     color: Optional[str] = None
     marker: Optional[str] = None
     compare: tuple[str, ...] = ()  # subnetworks (or dense) the report tests this one against, seed by seed
+    # "all": every weight trains (the fine-tune's recipe); "head": only the answer head trains, the rest frozen,
+    # for training.probe_steps steps at training.probe_lr (a probe of what the starting weights already solve)
+    trains: str = "all"
 
 
 Subnetwork = Union[Criterion, Control]
@@ -157,12 +162,14 @@ def register_criterion(name: str, mask: MaskFn, *, iterative: bool, scores: str,
 
 def register_control(name: str, *, mask_of: Optional[str], init: InitFn, start: str,
                      color: Optional[str] = None, marker: Optional[str] = None,
-                     compare: tuple[str, ...] = ()) -> Control:
+                     compare: tuple[str, ...] = (), trains: str = "all") -> Control:
     """Add a control. ``mask_of``: a registered criterion (its mask at each level) or None (dense, level 0);
-    ``compare`` as for :func:`register_criterion`."""
+    ``compare`` as for :func:`register_criterion`; ``trains``: "all" or "head" (see :class:`Control`)."""
     if mask_of is not None and not isinstance(_REGISTRY.get(mask_of), Criterion):
         raise ValueError(f"control {name!r}: mask_of {mask_of!r} is not a registered criterion")
-    return _register(Control(name, mask_of, init, start, color, marker, tuple(compare)))
+    if trains not in ("all", "head"):
+        raise ValueError(f"control {name!r}: trains {trains!r}: expected 'all' or 'head'")
+    return _register(Control(name, mask_of, init, start, color, marker, tuple(compare), trains))
 
 
 # -- lookups ------------------------------------------------------------------
@@ -289,6 +296,10 @@ def _fresh(model: "torch.nn.Module", seed: int) -> None:
     reinitialize(model, seed)
 
 
+def _as_loaded(model: "torch.nn.Module", seed: int) -> None:
+    """The rewind point as loaded (its answer head seeded like every trial's)."""
+
+
 # `compare`: the pairs the report tests against seed noise (a name registered later, or absent from a store,
 # simply yields no rows). The ticket against dense, random and high; the mask alone (reinit) against the ticket.
 register_criterion("low", _magnitude(largest=False), iterative=True, color="#1f77b4", marker="o", ticket=True,
@@ -302,6 +313,9 @@ register_control("reinit", mask_of="low", init=_fresh, color="#9467bd", marker="
                  start="fresh random weights (seeded by the trial) under the low chain's mask")
 register_control("scratch", mask_of=None, init=_fresh, color="#d62728", marker="x",
                  start="fresh random weights, no mask, no pretraining: the dense model trained from scratch")
+# What the rewind point already solves (issue 24): its encoder frozen, only a fresh answer head trained.
+register_control("probe", mask_of=None, init=_as_loaded, color="#7f7f7f", marker="*", trains="head",
+                 start="the rewind point frozen; only a fresh answer head trains (training.probe_steps steps)")
 # The published code's subnetworks (docs/PAPER_CODE.md rows b, c) and the layer-matched control (issue 11).
 register_criterion("code_high", _follower("code_high"), iterative=False, follows="low", color="#ff9896", marker="s",
                    compare=("code_random", "random"), sparsity=lambda level_sparsity: 1.0 - level_sparsity, scores="the paper's code's 'high': from the low mask at the same level, per tensor, removes as "

@@ -123,12 +123,15 @@ def train_step(net: torch.nn.Module, batch: dict, optimizer: torch.optim.Optimiz
 class Fit:
     """Fine-tuning state of one trial: model, optimizer, schedule, data, mask.
 
-    ``name`` labels the log lines; ``shuffle_seed(epoch)`` seeds each epoch's data order.
+    ``name`` labels the log lines; ``shuffle_seed(epoch)`` seeds each epoch's data order. ``max_steps``
+    stops training after that many steps (the last epoch is then shorter; the schedule decays to zero
+    there); ``lr`` replaces ``training.lr``. Only parameters that require gradients train.
     """
 
     def __init__(self, exp: Experiment, rt: Runtime, model, mask, data: VQADataset, tokenizer, epochs: int, *,
-                 name: str, shuffle_seed: Callable[[int], int]):
-        self.exp, self.rt, self.data, self.epochs = exp, rt, data, epochs
+                 name: str, shuffle_seed: Callable[[int], int], max_steps: Optional[int] = None,
+                 lr: Optional[float] = None):
+        self.exp, self.rt, self.data = exp, rt, data
         self.name, self.shuffle_seed = name, shuffle_seed
         t = exp.training
         self.model = lxmodel.use_sdpa_attention(model.to(rt.device))
@@ -138,12 +141,14 @@ class Fit:
         # Once per node, not per trial: the cache is keyed by tokenizer, max_tokens and questions.
         self.train_tokens = question_tokens(tokenizer, data.train.questions, exp.data.max_tokens)
         self.valid_tokens = question_tokens(tokenizer, data.valid.questions, exp.data.max_tokens)
+        self.tokenizer = tokenizer
         # training.batch_size is the global batch: each of `world` ranks takes an equal share, so the
         # batches (and, up to float error and dropout, the run) match a one-worker run.
         self.rank_batch = math.ceil(t.batch_size / rt.world)
         self.steps_per_epoch = math.ceil(math.ceil(len(data.train) / rt.world) / self.rank_batch)
-        self.total_steps = self.steps_per_epoch * epochs
-        self.optimizer = adamw(self.model, t.lr, t.weight_decay, rt)
+        self.total_steps = self.steps_per_epoch * epochs if max_steps is None else max_steps
+        self.epochs = epochs if max_steps is None else math.ceil(max_steps / self.steps_per_epoch)
+        self.optimizer = adamw(self.model, t.lr if lr is None else lr, t.weight_decay, rt)
         self.scheduler = optim.warmup_then_decay(self.optimizer, self.total_steps, int(t.warmup * self.total_steps))
         self.net = self.model
         if rt.world > 1:
@@ -172,6 +177,8 @@ class Fit:
         self.net.train()
         total, count = torch.zeros((), device=rt.device), 0
         for batch in loader:
+            if self.step >= self.total_steps:
+                break
             batch = {k: v.to(rt.device, non_blocking=True) for k, v in batch.items()}
             total += train_step(self.net, batch, self.optimizer, rt, scheduler=self.scheduler, masks=self.masks,
                                 grad_clip=self.exp.training.grad_clip)
@@ -182,9 +189,15 @@ class Fit:
         return {"train_loss": float(total) / max(count, 1), "lr": self.scheduler.get_last_lr()[0]}
 
     @torch.no_grad()
-    def evaluate(self) -> dict:
-        rt, split = self.rt, self.data.valid
-        loader = make_loader(split, self.valid_tokens, self.exp.training.eval_batch_size, rt, shuffle_seed=None)
+    def evaluate(self, split_name: str = "valid") -> dict:
+        """Official accuracy of the current weights on ``valid`` (every epoch) or ``test`` (once, at the end)."""
+        rt = self.rt
+        if split_name == "valid":
+            split, tokens = self.data.valid, self.valid_tokens
+        else:
+            split = self.data.test
+            tokens = question_tokens(self.tokenizer, split.questions, self.exp.data.max_tokens)
+        loader = make_loader(split, tokens, self.exp.training.eval_batch_size, rt, shuffle_seed=None)
         self.net.eval()
         rows, preds = [], []
         for batch in loader:

@@ -24,7 +24,7 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.distributed as dist
 
-from lxsweep import masks, pruning
+from lxsweep import masks, pruning, subnetworks
 from lxsweep import model as lxmodel
 from lxsweep.config import Experiment, read_experiment
 from lxsweep.data.source import load_dataset
@@ -76,24 +76,25 @@ def run_trial(
         timeline.update(model_loaded_at=time.time(), rss_model_mb=_rss_mb())
         torch.manual_seed(key.seed_for("dropout"))
         fit = Fit(exp, rt, model, mask, data, tokenizer, epochs=exp.training.epochs, name=key.name,
-                  shuffle_seed=lambda epoch: key.seed_for(f"data{epoch}"))
+                  shuffle_seed=lambda epoch: key.seed_for(f"data{epoch}"), **_recipe(exp, key, model))
         timeline["fit_ready_at"] = time.time()  # tokens, optimizer, DDP
         if resume_state is not None:
             fit.load_state(resume_state)
             log(f"{key.name}: resumed from epoch {fit.epoch}")
         hooks = [StepClock(), *masks.start_hooks(exp, key, store, fit.model, fit.total_steps, rt.is_main), *hooks]
         start = TrialStart(key, rt.rank, rt.world, fit.epochs, fit.steps_per_epoch, fit.epoch, fit.step,
-                           resume_state is not None)
+                           resume_state is not None, fit.total_steps)
         for hook in hooks:
             hook.on_start(start)
         history = fit.run(log, hooks)
+        test = fit.evaluate("test") if data.test is not None else None  # every rank: DDP gathers the shards
         digests = replica_digests(fit.model, rt)
         if not rt.is_main:
             ok = True
             return history[-1]
         timeline["process_cpu_s"] = round(time.process_time(), 3)  # this process's CPU so far, every thread
         timeline["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-        metrics = {**_final_metrics(exp, key, store, fit, mask, history, started, digests), "facts": facts,
+        metrics = {**_final_metrics(exp, key, store, fit, mask, history, started, digests, test), "facts": facts,
                    "timeline": timeline}
         for hook in hooks:
             hook.on_metrics(metrics)
@@ -127,6 +128,17 @@ def initial_model(exp: Experiment, key: TrialKey, store: Store, num_answers: int
     return model, tokenizer, masks.start(exp, key, store, model)
 
 
+def _recipe(exp: Experiment, key: TrialKey, model: torch.nn.Module) -> dict:
+    """Fit's length and lr for a control that trains only the answer head (``probe``), whose other weights it
+    freezes here; {} (the fine-tune's recipe) for every other trial."""
+    control = subnetworks.control(key.subnetwork)
+    if control is None or control.trains != "head":
+        return {}
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith("answer_head."))
+    return {"max_steps": exp.training.probe_steps, "lr": exp.training.probe_lr}
+
+
 def check_trial_inputs(exp: Experiment, key: TrialKey, store: Store) -> None:
     """Refuse, before any training, a trial whose store inputs are there but unreadable.
 
@@ -152,8 +164,12 @@ def check_trial_inputs(exp: Experiment, key: TrialKey, store: Store) -> None:
 
 
 def _final_metrics(exp: Experiment, key: TrialKey, store: Store, fit: Fit, mask: Optional[pruning.Mask],
-                   history: list[dict], started: float, digests: list[str]) -> dict:
-    """Rank 0: write the kept weights, the child masks and the sparsity report; the trial's final metrics."""
+                   history: list[dict], started: float, digests: list[str], test: Optional[dict] = None) -> dict:
+    """Rank 0: write the kept weights, the child masks and the sparsity report; the trial's final metrics.
+
+    The top-level ``accuracy*`` are the final weights' on the test split when the data has one
+    (``evaluated_on: test``; the last validation epoch's are then under ``valid``), else the last epoch's.
+    """
     rt = fit.rt
     weights = write_weights(exp, key, store, fit.model)
     children = masks.write_child_masks(exp, key, store, fit.model, mask)
@@ -169,8 +185,10 @@ def _final_metrics(exp: Experiment, key: TrialKey, store: Store, fit: Fit, mask:
         "sparsity_all": report_["sparsity_all_parameters"] if report_ else 0.0,
         # Measured on the trained weights: below `sparsity` when the mask was not enforced (pruned weights regrew).
         **({"trained_sparsity": fit.measured_sparsity()} if mask else {}),
-        **{k: v for k, v in final.items() if k.startswith("accuracy")},
-        "best_accuracy": max(h["accuracy"] for h in history),
+        **{k: v for k, v in (test or final).items() if k.startswith("accuracy")},
+        "evaluated_on": "valid" if test is None else "test",
+        **({"valid": {k: v for k, v in final.items() if k.startswith("accuracy")}} if test is not None else {}),
+        "best_accuracy": max(h["accuracy"] for h in history),  # over the epochs' validation
         "train_loss": final["train_loss"], "epochs": len(history), "steps": fit.step,
         "history": history, "child_masks": children, "weights": weights,
         "started_at": started, "finished_at": time.time(), "duration_s": round(time.time() - started, 3),

@@ -90,11 +90,16 @@ class VQASplit:
 
 @dataclass
 class VQADataset:
-    """A train and a validation split sharing one answer vocabulary."""
+    """A train and a validation split (and optionally a test split) sharing one answer vocabulary.
+
+    Every choice (recipe, epochs, design) is made on ``valid``; with a ``test`` split, every reported
+    number is measured on it.
+    """
 
     train: VQASplit
     valid: VQASplit
     answers: list[str]  # label id -> answer string
+    test: Optional[VQASplit] = None
 
     @property
     def num_answers(self) -> int:

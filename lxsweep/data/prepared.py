@@ -28,7 +28,7 @@ import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -71,8 +71,8 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
 
 
 def load_vqa_store(path: str | Path, train_split: str = "train", valid_split: str = "minival",
-                   mmap: bool = True) -> VQADataset:
-    """Open a store made by :func:`prepare_vqa` as a VQADataset.
+                   mmap: bool = True, test_split: Optional[str] = None) -> VQADataset:
+    """Open a store made by :func:`prepare_vqa` as a VQADataset (with ``test_split``, its ``test`` too).
 
     With ``mmap`` the features and boxes are read-only ``np.memmap`` views
     shared by both splits: resident memory does not grow with the number of
@@ -80,7 +80,7 @@ def load_vqa_store(path: str | Path, train_split: str = "train", valid_split: st
     """
     store = Path(path)
     manifest = read_manifest(store)
-    for split in (train_split, valid_split):
+    for split in (train_split, valid_split, *([test_split] if test_split else [])):
         if split not in manifest["splits"]:
             raise VQAStoreError(f"{store}: no split {split!r} — use one of {', '.join(sorted(manifest['splits']))}")
     mode = "r" if mmap else None
@@ -103,7 +103,8 @@ def load_vqa_store(path: str | Path, train_split: str = "train", valid_split: st
     images = (features, boxes, labels["objects_id"], labels["attrs_id"])
     train = _load_split(store, train_split, manifest, images)
     valid = train if valid_split == train_split else _load_split(store, valid_split, manifest, images)
-    return VQADataset(train=train, valid=valid, answers=answers)
+    test = _load_split(store, test_split, manifest, images) if test_split else None
+    return VQADataset(train=train, valid=valid, answers=answers, test=test)
 
 
 def _load_npy(path: Path, mmap_mode: str | None) -> np.ndarray:

@@ -34,7 +34,8 @@ SYNTHETIC_SPLITS = {"pretrain": ("pretrain", "pretrain_valid"), "finetune": ("tr
 
 
 def load_dataset(exp: "Experiment", store: "Store", purpose: str = "finetune") -> VQADataset:
-    """The experiment's train and validation splits, ``data.limit_train``/``limit_valid`` applied.
+    """The experiment's train and validation splits (and test split, if any), ``data.limit_train``/``limit_valid``
+    applied (the test split is never limited).
 
     ``purpose="pretrain"`` gives the synthetic task's disjoint pretraining
     split and its held-out validation split (synthetic data only: real data
@@ -45,11 +46,13 @@ def load_dataset(exp: "Experiment", store: "Store", purpose: str = "finetune") -
         raise ValueError(f"purpose must be one of {', '.join(PURPOSES)}, got {purpose!r}")
     if exp.data.source == "synthetic":
         train_split, valid_split = SYNTHETIC_SPLITS[purpose]
-        ds = load_vqa_store(synthetic_store(exp.data.synthetic, store), train_split, valid_split)
+        test = "test" if purpose == "finetune" and exp.data.synthetic.test_questions else None
+        ds = load_vqa_store(synthetic_store(exp.data.synthetic, store), train_split, valid_split, test_split=test)
     elif purpose == "pretrain":
         raise ValueError("a pretraining split exists only for data.source: synthetic")
     else:
-        ds = load_vqa_store(prepared_path(exp), exp.data.train_split, exp.data.valid_split)
+        ds = load_vqa_store(prepared_path(exp), exp.data.train_split, exp.data.valid_split,
+                            test_split=exp.data.test_split)
     if exp.data.limit_train and exp.data.limit_train < len(ds.train):
         ds.train = ds.train.subset(np.arange(exp.data.limit_train))
     if exp.data.limit_valid and exp.data.limit_valid < len(ds.valid):

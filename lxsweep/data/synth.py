@@ -36,13 +36,17 @@ from lxsweep.data.tsv import encode_feature_row, make_img_id, write_feature_tsv
 from lxsweep.data.vqa_json import annotation_entry, write_ans2label, write_official_split
 from lxsweep.metric import normalize_answer
 
-# split -> (number of questions, seed of its scenes). Seeds come from the task's seed and the split's
-# role, so pretraining, fine-tuning and validation scenes never coincide.
-SPLITS: dict[str, tuple[Callable[[SyntheticConfig], int], Callable[[SyntheticConfig], int]]] = {
-    "pretrain": (lambda c: c.pretrain_questions, lambda c: c.seed * 10 + 3),
-    "pretrain_valid": (lambda c: min(c.valid_questions, 500), lambda c: c.seed * 10 + 4),  # held out of pretraining
-    "train": (lambda c: c.train_questions, lambda c: c.seed * 10 + 1),
-    "valid": (lambda c: c.valid_questions, lambda c: c.seed * 10 + 2),
+# split -> (number of questions, seed of its scenes, question kinds). Seeds come from the task's seed and the
+# split's role, so pretraining, fine-tuning, validation and test scenes never coincide. The test split is
+# written only when `test_questions` > 0 (a split of 0 questions is skipped).
+SPLITS: dict[str, tuple[Callable[[SyntheticConfig], int], Callable[[SyntheticConfig], int],
+                        Callable[[SyntheticConfig], list[str]]]] = {
+    "pretrain": (lambda c: c.pretrain_questions, lambda c: c.seed * 10 + 3, lambda c: c.pretrain_kinds),
+    "pretrain_valid": (lambda c: min(c.valid_questions, 500), lambda c: c.seed * 10 + 4,  # held out of pretraining
+                       lambda c: c.pretrain_kinds),
+    "train": (lambda c: c.train_questions, lambda c: c.seed * 10 + 1, lambda c: c.kinds),
+    "valid": (lambda c: c.valid_questions, lambda c: c.seed * 10 + 2, lambda c: c.kinds),
+    "test": (lambda c: c.test_questions, lambda c: c.seed * 10 + 5, lambda c: c.kinds),
 }
 VOCAB_SPLITS = ("pretrain", "train")  # the answer vocabulary: every answer an annotator gives in these
 IMAGE_WIDTH, IMAGE_HEIGHT = 640, 480
@@ -86,8 +90,10 @@ def write_synthetic(cfg: SyntheticConfig, out: str | Path) -> SynthFiles:
     splits: dict[str, tuple[Path, Path]] = {}
     features: list[Path] = []
     vocab_counts: Counter[str] = Counter()
-    for k, (split, (count, seed)) in enumerate(SPLITS.items(), start=1):
-        raw = generate_split(cfg, count(cfg), seed(cfg))
+    for k, (split, (count, seed, kinds)) in enumerate(SPLITS.items(), start=1):
+        if count(cfg) == 0:
+            continue
+        raw = generate_split(cfg, count(cfg), seed(cfg), kinds=tuple(kinds(cfg)))
         image_ids = k * _IMAGE_ID_STRIDE + 1 + np.arange(len(raw["features"]))
         splits[split] = _write_questions(out, split, raw, image_ids)
         features.append(_write_features(out / f"{split}_obj{cfg.num_boxes}.tsv", split, raw, image_ids))
@@ -148,13 +154,15 @@ def _write_lines(path: Path, names: tuple[str, ...]) -> Path:
 
 
 def _readme(cfg: SyntheticConfig, files: SynthFiles) -> str:
-    counts = ", ".join(f"{split} {count(cfg)}" for split, (count, _) in SPLITS.items())
+    counts = ", ".join(f"{split} {count(cfg)} ({'/'.join(kinds(cfg))})" for split, (count, _, kinds) in SPLITS.items()
+                       if count(cfg))
     return f"""\
 The lxsweep synthetic VQA task, written as a real VQA v2 dataset by `lxsweep synth`.
 
 Splits (questions): {counts}.
 `pretrain` and `pretrain_valid` are for the rewind point's pretraining,
-`train` and `valid` for the fine-tunes; their scenes are disjoint.
+`train` and `valid` for the fine-tunes (and `test`, when there is one, for the reported numbers); their scenes
+are disjoint.
 Task settings: {cfg}.
 
 Files per split: official questions/annotations JSON (v2_OpenEnded_synthetic_<split>_questions.json,

@@ -44,14 +44,15 @@ from pathlib import Path
 
 import numpy as np
 
-from lxsweep.config import SyntheticConfig
+from lxsweep.config import SYNTHETIC_KINDS, SyntheticConfig
 
 COLORS = ("red", "blue", "green", "yellow", "purple", "gray")
 SHAPES = ("cube", "sphere", "cylinder", "cone")
 SIZES = ("small", "large")
 SIDES = ("left", "right")  # which half of the image an object's centre is in
 COUNTS = ("0", "1", "2", "3", "4")
-KINDS = ("exist", "count", "attribute", "spatial")
+KINDS = SYNTHETIC_KINDS
+NAMING_KINDS = ("attribute", "spatial")  # kinds that name one object of the scene uniquely
 OBJECT_NAMES = (*SHAPES, "clutter")  # detector object classes: objects_id in the feature TSVs
 ATTRIBUTE_NAMES = (*COLORS, "none")  # detector attribute classes: attrs_id
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -124,22 +125,29 @@ class _Generator:
         feats += rng.standard_normal(feats.shape).astype(np.float32) * cfg.feature_noise
         return feats, np.clip(boxes, 0.0, 1.0), obj_ids, attr_ids
 
-    def _named_object(self, objs: list[dict]) -> tuple[dict, str, str] | None:
+    def _named_object(self, objs: list[dict], draw: bool = True) -> tuple[dict, str, str] | None:
         """An object and a phrase naming it uniquely ("the cube", "the red object"), and the attribute used.
 
         None when every shape and every colour in the scene repeats (then no phrase names one object).
+        ``draw=False`` only says whether one exists (the first option, no random draw).
         """
         options = [(o, by) for o in objs for by in ("shape", "color") if sum(p[by] == o[by] for p in objs) == 1]
         if not options:
             return None
+        if not draw:
+            return options[0][0], "", options[0][1]
         o, by = self.pick(options)
         phrase = f"the {SHAPES[o['shape']]}" if by == "shape" else f"the {COLORS[o['color']]} object"
         return o, phrase, by
 
-    def question(self, objs: list[dict]) -> tuple[str, str, str, str]:
-        """(question, answer, answer_type, kind) for one scene; yes/no answers are balanced."""
+    def askable(self, objs: list[dict], kinds: tuple[str, ...]) -> bool:
+        """Whether a question of ``kinds`` exists for the scene (naming kinds need a uniquely named object)."""
+        return any(k not in NAMING_KINDS for k in kinds) or self._named_object(objs, draw=False) is not None
+
+    def question(self, objs: list[dict], kinds: tuple[str, ...] = KINDS) -> tuple[str, str, str, str]:
+        """(question, answer, answer_type, kind) for one scene, of one of ``kinds``; yes/no answers are balanced."""
         rng = self.rng
-        kind = self.pick(KINDS)
+        kind = self.pick(kinds)
         if kind == "count":
             r = rng.random()
             if r < 1 / 3:
@@ -160,7 +168,9 @@ class _Generator:
             present = any(o["color"] == c and o["shape"] == s for o in objs)
             return f"is there a {COLORS[c]} {SHAPES[s]} ?", "yes" if present else "no", "yes/no", kind
         named = self._named_object(objs)
-        if named is None:  # rare: no object can be named uniquely, so ask the one question that needs no name
+        if named is None:  # rare: no object can be named uniquely, so ask a question that needs no name
+            if "count" not in kinds:  # a scene that only naming kinds may ask is redrawn (generate_split)
+                return self.question(objs, tuple(k for k in kinds if k not in NAMING_KINDS))
             return "how many objects are there ?", str(len(objs)), "number", "count"
         o, phrase, by = named
         if kind == "attribute":
@@ -183,8 +193,14 @@ class _Generator:
         return out
 
 
-def generate_split(cfg: SyntheticConfig, num_questions: int, split_seed: int, questions_per_image: int = 3) -> dict:
-    """Raw arrays and lists for ``num_questions`` questions over fresh scenes."""
+def generate_split(cfg: SyntheticConfig, num_questions: int, split_seed: int, questions_per_image: int = 3,
+                   kinds: tuple[str, ...] = KINDS) -> dict:
+    """Raw arrays and lists for ``num_questions`` questions of ``kinds`` over fresh scenes.
+
+    A scene no question of ``kinds`` can be asked about (only naming kinds, and no object named uniquely)
+    is drawn again.
+    """
+    ask = tuple(kinds)
     gen = _Generator(cfg, split_seed)
     num_images = -(-num_questions // questions_per_image)
     features = np.zeros((num_images, cfg.num_boxes, cfg.feat_dim), dtype=np.float32)
@@ -194,12 +210,14 @@ def generate_split(cfg: SyntheticConfig, num_questions: int, split_seed: int, qu
     questions, answers, types, kinds, image_index, scenes = [], [], [], [], [], []
     for img in range(num_images):
         objs = gen.scene()
+        while not gen.askable(objs, ask):
+            objs = gen.scene()
         scenes.append(objs)
         features[img], boxes[img], object_labels[img], attr_labels[img] = gen.regions(objs)
         for _ in range(questions_per_image):
             if len(questions) == num_questions:
                 break
-            q, a, t, k = gen.question(objs)
+            q, a, t, k = gen.question(objs, ask)
             questions.append(q)
             answers.append(gen.annotators(a, t))
             types.append(t)
