@@ -3,7 +3,7 @@
 A vision-language model is only worth pruning on a task it solves *by
 looking*; these two say how much of an accuracy needs no image at all. Both
 are learned on the training split and scored with the official metric on the
-validation split, under the metric names trials use (``accuracy``,
+validation split (and the test split, when there is one), under the metric names trials use (``accuracy``,
 ``accuracy_yesno``, ..., ``accuracy_<question kind>``).
 
 * **majority**: every question gets the most frequent training answer.
@@ -63,13 +63,15 @@ def blind_predictions(train: VQASplit, valid: VQASplit) -> list[str]:
     return predictions
 
 
-def baselines(data: VQADataset) -> dict[str, dict[str, float]]:
-    """``{"majority": {metric: value}, "blind": {metric: value}}`` on ``data.valid``, learned on ``data.train``."""
-    valid = data.valid
-    return {
-        name: accuracy_metrics(predict(data.train, valid), valid.answers, valid.answer_types, valid.question_kinds)
-        for name, predict in (("majority", majority_predictions), ("blind", blind_predictions))
-    }
+def baselines(data: VQADataset) -> dict:
+    """``{"majority": {metric: value}, "blind": {metric: value}}`` on ``data.valid``, learned on ``data.train``;
+    with a test split, the same on it under ``"test"``."""
+    def on(split: VQASplit) -> dict[str, dict[str, float]]:
+        return {
+            name: accuracy_metrics(predict(data.train, split), split.answers, split.answer_types, split.question_kinds)
+            for name, predict in (("majority", majority_predictions), ("blind", blind_predictions))
+        }
+    return {**on(data.valid), **({"test": on(data.test)} if data.test is not None else {})}
 
 
 def experiment_baselines(exp: "Experiment", store: "Store") -> dict[str, dict[str, float]]:

@@ -6,7 +6,7 @@ import json
 import sys
 import textwrap
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from lxsweep.config import ConfigError, Experiment, load_experiment, migrate_store
 
@@ -201,7 +201,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if others:
             print(f"lxsweep: reporting the experiment's grid; {others} other finished trial(s) in the store are left "
                   f"out (report the store directory for all of them)", file=sys.stderr)
-    paths = write_report(store, nominal, trials, args.out)
+    paths = write_report(store, nominal, trials, args.out, say=print)
     if not paths:
         raise UserError(f"{args.target}: no finished trial to report yet — wait for one (lxsweep status) or launch it")
     for p in paths:
@@ -313,14 +313,20 @@ when complete, so a failed --overwrite leaves the previous store as it was.
 """
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} must be at least {minimum}")
+        return value
+    return parse
+
+
+_positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
 
 
 def _prepare_arguments(p: argparse.ArgumentParser) -> None:
@@ -343,6 +349,8 @@ def _prepare_arguments(p: argparse.ArgumentParser) -> None:
                    help="regions per image; images with fewer are zero-padded (default 36)")
     p.add_argument("--limit", type=_positive_int, metavar="N", help="keep only the first N questions of each split")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
+    p.add_argument("--answers-per-question", type=_non_negative_int, default=10, metavar="N",
+                   help="annotator answers every annotation must hold (VQA v2: 10, the default; 0: any number)")
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -359,7 +367,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     try:
         out = prepare_vqa(args.out, splits=splits, feature_tsvs=args.features, ans2label=args.ans2label,
                           min_count=args.min_count, num_boxes=args.num_boxes, limit=args.limit,
-                          vocab_splits=tuple(args.vocab_splits or ("train",)), overwrite=args.overwrite)
+                          vocab_splits=tuple(args.vocab_splits or ("train",)), overwrite=args.overwrite,
+                          answers_per_question=args.answers_per_question)
         manifest = read_manifest(out)
     except (VQAInputError, VQAStoreError, OSError) as exc:  # OSError: e.g. disk full while writing
         raise UserError(str(exc)) from None

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from lxsweep import subnetworks
-from lxsweep.stats import paired_difference
+from lxsweep.stats import holm, paired_test, proportion_se
 from lxsweep.store import (EXPERIMENT_FILE, TRIALS_DIR, CorruptStoreFile, Store, metrics_path, read_metrics,
                            report_path, sparsity_path)
 from lxsweep.subnetworks import DENSE
@@ -159,11 +159,17 @@ def _by_seed(rows: list[dict], sub: str, level: int, metric: str = "accuracy") -
     return {r["seed"]: r[metric] for r in rows if r["subnetwork"] == sub and r["level"] == level and metric in r}
 
 
+EQUIVALENCE_MARGIN = 0.02  # "matches dense": the 90% interval of (subnetwork - dense) inside ±2 points (TOST)
+
+
 def comparisons(rows: list[dict], metric: str = "accuracy") -> list[dict]:
     """Paired differences (same seed) with 95% intervals, for the registry's pairs (:func:`lxsweep.subnetworks.comparisons`)
     at every level both sides have.
 
-    ``dense`` is compared at level 0 against every level of the other side.
+    ``dense`` is compared at level 0 against every level of the other side. Each row also has the paired
+    t-test's ``p``, its Holm-adjusted ``p_holm`` over every row returned (the family the report states),
+    and ``equivalent``: for a pair with dense, whether two one-sided tests place the difference inside
+    ±:data:`EQUIVALENCE_MARGIN` (None for other pairs or without seed spread).
     """
     out = []
     levels = sorted({r["level"] for r in rows if r["level"] > 0})
@@ -171,10 +177,90 @@ def comparisons(rows: list[dict], metric: str = "accuracy") -> list[dict]:
         for level in levels:
             left = _by_seed(rows, a, level, metric)
             right = _by_seed(rows, b, 0 if b == DENSE else level, metric)
-            diff = paired_difference(left, right) if left and right else None
-            if diff is not None:
+            test = paired_test(left, right) if left and right else None
+            if test is not None:
                 out.append({"a": a, "b": b, "level": level, "sparsity": statistics.fmean(
-                    r["sparsity"] for r in rows if r["subnetwork"] == a and r["level"] == level), "diff": diff})
+                    r["sparsity"] for r in rows if r["subnetwork"] == a and r["level"] == level), "diff": test.diff,
+                    "p": test.p, "equivalent": test.equivalent(EQUIVALENCE_MARGIN)
+                    if b == DENSE and test.low90 is not None else None})
+    for c, adjusted in zip(out, holm([c["p"] for c in out])):
+        c["p_holm"] = adjusted
+    return out
+
+
+def evaluated_on(rows: list[dict]) -> str:
+    """The split the rows' final accuracies are measured on: "test" when every row has one, else "validation"."""
+    return "test" if rows and all(r.get("evaluated_on") == "test" for r in rows) else "validation"
+
+
+def split_baselines(baselines: Optional[dict], split: str) -> Optional[dict]:
+    """The baselines measured on ``split`` ("test" or "validation"; baselines.json keeps test's under "test")."""
+    if not baselines:
+        return None
+    return baselines.get("test") if split == "test" else {k: v for k, v in baselines.items() if k != "test"}
+
+
+# Issue 24's thresholds for a study worth pruning (docs/results/demo/PREREGISTRATION.md), in points, validation.
+CALIBRATION = (
+    ("probe − blind", "≤ 15", lambda v: v["probe"] - v["blind"] <= 15),
+    ("dense", "≥ 90", lambda v: v["dense"] >= 90),
+    ("dense − probe", "≥ 20", lambda v: v["dense"] - v["probe"] >= 20),
+    ("dense − scratch", "≥ 15", lambda v: v["dense"] - v["scratch"] >= 15),
+)
+
+
+def _calibration_values(cal: dict) -> dict[str, float]:
+    v = cal["validation"]
+    return {"probe − blind": v["probe"] - v["blind"], "dense": v[DENSE], "dense − probe": v[DENSE] - v["probe"],
+            "dense − scratch": v[DENSE] - v["scratch"]}
+
+
+def calibration_markdown(cal: dict) -> list[str]:
+    """The rewind-point check of :func:`calibration` as two markdown tables."""
+    v, t = cal["validation"], cal["test"]
+    lines = ["Does the rewind point leave the task to learn? (issue 24's thresholds, checked on validation; "
+             f"seed means, points; seeds: probe {cal['seeds']['probe']}, scratch {cal['seeds']['scratch']}, "
+             f"dense {cal['seeds'][DENSE]})", "", "| predictor | validation | test |", "|---|---|---|"]
+    names = {"blind": "blind (best answer per question text)", "probe": "probe (rewind point frozen, fresh head)",
+             "scratch": "scratch (no pretraining)", DENSE: "dense fine-tune of the rewind point"}
+    for key, label in names.items():
+        lines.append(f"| {label} | {v[key]:.2f} | " + (f"{t[key]:.2f}" if t.get(key) is not None else "–") + " |")
+    lines += ["", "| threshold | required | validation | met |", "|---|---|---|---|"]
+    values = _calibration_values(cal)
+    for name, threshold, ok in cal["checks"]:
+        lines.append(f"| {name} | {threshold} | {values[name]:.2f} | {'yes' if ok else '**no**'} |")
+    return lines
+
+
+def calibration_summary(cal: dict) -> str:
+    """One line of :func:`calibration` for the terminal."""
+    v, values = cal["validation"], _calibration_values(cal)
+    checks = "; ".join(f"{name} {values[name]:.2f} ({threshold}: {'met' if ok else 'NOT met'})"
+                       for name, threshold, ok in cal["checks"])
+    return (f"rewind point check (validation, seed means): blind {v['blind']:.2f}, probe {v['probe']:.2f}, "
+            f"scratch {v['scratch']:.2f}, dense {v[DENSE]:.2f}; {checks}")
+
+
+def _valid_accuracy(row: dict) -> float:
+    return row["valid"]["accuracy"] if row.get("evaluated_on") == "test" else row["accuracy"]
+
+
+def calibration(rows: list[dict], baselines: Optional[dict]) -> Optional[dict]:
+    """Does the rewind point leave the task to learn? Seed means (points) of blind, probe, scratch and dense on
+    validation (where the thresholds are checked) and test, and each threshold of :data:`CALIBRATION` met or
+    not; None unless the store has all four."""
+    level0 = {sub: [r for r in rows if r["subnetwork"] == sub and r["level"] == 0] for sub in ("probe", "scratch", DENSE)}
+    valid_blind = (split_baselines(baselines, "validation") or {}).get("blind", {}).get("accuracy")
+    if not all(level0.values()) or valid_blind is None:
+        return None
+    test_blind = (split_baselines(baselines, "test") or {}).get("blind", {}).get("accuracy")
+    out: dict = {"validation": {"blind": 100 * valid_blind}, "test": {"blind": None if test_blind is None else 100 * test_blind},
+                 "seeds": {sub: len(rs) for sub, rs in level0.items()}}
+    for sub, rs in level0.items():
+        out["validation"][sub] = 100 * statistics.fmean(_valid_accuracy(r) for r in rs)
+        tests = [r["accuracy"] for r in rs if r.get("evaluated_on") == "test"]
+        out["test"][sub] = 100 * statistics.fmean(tests) if len(tests) == len(rs) else None
+    out["checks"] = [(name, threshold, check(out["validation"])) for name, threshold, check in CALIBRATION]
     return out
 
 
@@ -293,6 +379,10 @@ def to_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def _p(p: Optional[float]) -> str:
+    return "–" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+
+
 def _label(metric: str) -> str:
     return PANELS.get(metric, metric[len("accuracy_"):])
 
@@ -301,8 +391,20 @@ def to_markdown(rows: list[dict], title: str, baselines: Optional[dict] = None,
                 sparsity: Optional[dict[str, dict]] = None, nominal: Optional[list[float]] = None) -> str:
     agg = aggregate(rows)
     kinds = kind_columns(rows)
-    metrics = [*ACCURACY_COLUMNS, *kinds]
-    lines = [f"# {title}", "", f"{len(rows)} trials. Accuracy is the official VQA metric (%), mean ± std over seeds.", ""]
+    metrics = [m for m in (*ACCURACY_COLUMNS, *kinds) if any(m in r for r in rows)]
+    split = evaluated_on(rows)
+    questions = [r["evaluated_questions"] for r in rows if "evaluated_questions" in r]
+    noise = ""
+    if questions:
+        n = min(questions)
+        noise = (f" The {split} split's own sampling error (binomial SE on its {n:,} questions): "
+                 f"{100 * proportion_se(0.5, n):.2f} points at 50% accuracy, {100 * proportion_se(0.9, n):.2f} at 90%.")
+    lines = [f"# {title}", "", f"{len(rows)} trials. Accuracy is the official VQA metric (%) of the final weights on "
+             f"the **{split}** split, mean ± std over seeds.{noise}", ""]
+    all_baselines, baselines = baselines, split_baselines(baselines, split)
+    cal = calibration(rows, all_baselines)
+    if cal:
+        lines += [*calibration_markdown(cal), ""]
     head = ["subnetwork", "level", "sparsity %", "seeds", *[_label(m) for m in metrics]]
     table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     if baselines:
@@ -324,13 +426,19 @@ def to_markdown(rows: list[dict], title: str, baselines: Optional[dict] = None,
         lines += ["", "Dense minus the blind baseline (points): " + ", ".join(gaps) + "."]
     comps = comparisons(rows)
     if comps:
-        lines += ["", "Paired differences in overall accuracy (points; same seed, mean and 95% interval over seeds). "
-                  "**Bold**: the interval excludes zero, so the difference exceeds seed noise.", "",
-                  "| comparison | level | sparsity % | difference [95% CI] |", "|---|---|---|---|"]
+        margin = 100 * EQUIVALENCE_MARGIN
+        lines += ["", f"Paired differences in overall accuracy (points; same seed, mean and 95% interval over seeds), "
+                  f"{len(comps)} comparisons. **Bold**: the interval excludes zero. p: paired t-test; Holm p: adjusted "
+                  f"over these {len(comps)} (a claimed difference needs Holm p < 0.05). Matches dense: two one-sided "
+                  f"tests, the 90% interval inside ±{margin:g} points (an interval that merely includes 0 is not a match).",
+                  "", "| comparison | level | sparsity % | difference [95% CI] | p | Holm p | matches dense (±"
+                  f"{margin:g}) |", "|---|---|---|---|---|---|---|"]
         for c in comps:
             text = c["diff"].format()
+            eq = "" if c["equivalent"] is None else ("yes" if c["equivalent"] else "no")
             lines.append(f"| {c['a']} − {c['b']} | {c['level']} | {100 * c['sparsity']:.1f} | "
-                         + (f"**{text}**" if c["diff"].excludes_zero else text) + " |")
+                         + (f"**{text}**" if c["diff"].excludes_zero else text)
+                         + f" | {_p(c['p'])} | {_p(c['p_holm'])} | {eq} |")
     tol = tolerance_table(rows)
     if tol:
         lines += ["", "Largest sparsity whose mean accuracy stays within 1 / 3 points of dense's mean:", "",
@@ -606,9 +714,10 @@ def _import_plugins(store: Store, warn: Callable[[str], None] = _stderr) -> None
 
 
 def write_report(store: Store, nominal: Optional[list[float]] = None, trials: Optional[Iterable[str]] = None,
-                 out: Optional[str | Path] = None) -> list[str]:
+                 out: Optional[str | Path] = None, say: Callable[[str], None] = lambda line: None) -> list[str]:
     """Write the report files (:data:`REPORT_FILES`) into ``<store>/report`` (or the local directory ``out``).
 
+    ``say`` gets the rewind-point check (:func:`calibration_summary`) when the store has one.
     ``nominal``: the sparsities to read off (default: the store's recorded ``pruning.nominal``).
     ``trials``: report only these finished trials (an experiment's grid; default: every trial in the store).
     Returns the written files' paths.
@@ -624,6 +733,9 @@ def write_report(store: Store, nominal: Optional[list[float]] = None, trials: Op
         return []
     title = report_title(store)
     baselines = load_baselines(store)
+    cal = calibration(rows, baselines)
+    if cal:
+        say(calibration_summary(cal))
     sparsity = load_group_sparsity(store, rows)
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
@@ -640,7 +752,9 @@ def write_report(store: Store, nominal: Optional[list[float]] = None, trials: Op
                put(md_name, to_markdown(rows, title, baselines, sparsity,
                                         report_nominal(store) if nominal is None else nominal).encode())]
     with tempfile.TemporaryDirectory() as tmp:
-        figures = [(png_name, lambda p: plot(rows, p, f"{title}: accuracy vs sparsity (mean, band ±1 std over seeds)", baselines)),
+        split = evaluated_on(rows)
+        figures = [(png_name, lambda p: plot(rows, p, f"{title}: {split} accuracy vs sparsity (mean, band ±1 std over "
+                                                      "seeds)", split_baselines(baselines, split))),
                    (curves_name, lambda p: plot_curves(rows, p, f"{title}: validation accuracy per epoch (mean over seeds)")),
                    (where_name, lambda p: plot_where_pruned(rows, sparsity, p, f"{title}: where pruning removes weights"))]
         for name, draw in figures:

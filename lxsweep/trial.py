@@ -187,6 +187,7 @@ def _final_metrics(exp: Experiment, key: TrialKey, store: Store, fit: Fit, mask:
         **({"trained_sparsity": fit.measured_sparsity()} if mask else {}),
         **{k: v for k, v in (test or final).items() if k.startswith("accuracy")},
         "evaluated_on": "valid" if test is None else "test",
+        "evaluated_questions": len(fit.data.valid if test is None else fit.data.test),
         **({"valid": {k: v for k, v in final.items() if k.startswith("accuracy")}} if test is not None else {}),
         "best_accuracy": max(h["accuracy"] for h in history),  # over the epochs' validation
         "train_loss": final["train_loss"], "epochs": len(history), "steps": fit.step,

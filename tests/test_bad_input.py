@@ -43,7 +43,7 @@ def world(tmp_path_factory) -> dict:
     return {"base": base, "files": files, "vqa": prepared, "runs": runs}
 
 
-def check(world, capsys, argv: list[str], names: str) -> None:
+def check(world, capsys, argv: list[str], names: "str | list[str]") -> None:
     before = digests(world["runs"], world["vqa"])
     capsys.readouterr()
     code = main(argv)
@@ -52,7 +52,7 @@ def check(world, capsys, argv: list[str], names: str) -> None:
     lines = err.splitlines()
     assert len(lines) == 1 and len(lines[0]) < 700, err[:2000]  # one line, never an echo of a huge value
     assert lines[0].startswith("lxsweep: error:") and " — " in lines[0] and "Traceback" not in err
-    assert names in lines[0], lines[0]
+    assert all(name in lines[0] for name in ([names] if isinstance(names, str) else names)), lines[0]
     assert digests(world["runs"], world["vqa"]) == before
 
 
@@ -135,6 +135,13 @@ SET_CASES = [
     ("pretraining mask prob", ["model.pretraining.mask_prob=0"], "model.pretraining.mask_prob"),
     ("pretraining objectives empty", ["model.pretraining.objectives=[]"], "model.pretraining.objectives"),
     ("pretraining objective", ["model.pretraining.objectives=[mlm, vqa]"], "model.pretraining.objectives[1]"),
+    ("question kind unknown", ["data.synthetic.kinds=[attribute, colour]"], "data.synthetic.kinds"),
+    ("question kinds empty", ["data.synthetic.pretrain_kinds=[]"], "data.synthetic.pretrain_kinds"),
+    ("question kind twice", ["data.synthetic.kinds=[count, count]"], "data.synthetic.kinds"),
+    ("question kinds not a list", ["data.synthetic.kinds={a: 1}"], "data.synthetic.kinds"),
+    ("test split negative", ["data.synthetic.test_questions=-1"], "data.synthetic.test_questions"),
+    ("probe steps zero", ["training.probe_steps=0"], "training.probe_steps"),
+    ("probe lr not finite", ["training.probe_lr=.inf"], "training.probe_lr"),
     ("model.config unknown", ["model.pretrained=null", "model.config={hidden_sise: 64}"], "model.config.hidden_sise"),
     ("model.config labels", ["model.pretrained=null", "model.config={num_qa_labels: 9}"], "model.config.num_qa_labels"),
     ("rewind step negative", ["rewind.to=step", "rewind.step=-1"], "rewind.step"),
@@ -313,3 +320,62 @@ def test_annotation_given_twice(world, capsys):
 def test_schedule_counted_on_the_model(world, capsys, sets):
     check(world, capsys, ["plan", str(SMOKE), "--set", f"storage={world['runs']}",
                           *sum((["--set", s] for s in sets), [])], "prunable weights")
+
+
+def _annotations_with(world, name: str, edit) -> Path:
+    import json
+
+    ann = json.loads(world["files"]["train_annotations"].read_text())
+    edit(ann["annotations"])
+    path = world["base"] / f"{name}_annotations.json"
+    path.write_text(json.dumps(ann))
+    return path
+
+
+@pytest.mark.parametrize("count", [9, 11])
+def test_answer_list_that_is_not_ten_long(world, capsys, count):
+    def edit(annotations):
+        answers = annotations[1]["answers"]
+        annotations[1]["answers"] = (answers * 2)[:count]
+
+    path = _annotations_with(world, f"answers{count}", edit)
+    check(world, capsys, prepare_with(world, world["files"]["features"], train_annotations=path),
+          ["annotations[1]", f"{count} answers", "--answers-per-question"])
+    # the flag the message names accepts the file, and prepares it
+    assert main([*prepare_with(world, world["files"]["features"], train_annotations=path),
+                 "--answers-per-question", "0"]) == 0
+    capsys.readouterr()
+
+
+ANS2LABEL_CASES = [
+    ("ids repeated", {"yes": 0, "no": 0}, "label ids must be exactly 0..1"),
+    ("id not an integer", {"yes": 0, "no": "1"}, "label ids must be integers"),
+    ("id a boolean", {"yes": 0, "no": True}, "label ids must be integers"),
+    ("ids with a gap", {"yes": 0, "no": 2}, "missing 1"),
+    ("empty table", {}, "non-empty JSON object"),
+    ("list with a repeat", ["yes", "yes"], "distinct answer strings"),
+    ("list of numbers", [1, 2], "distinct answer strings"),
+    ("not a table", "yes", "non-empty JSON object"),
+]
+
+
+@pytest.mark.parametrize("table,names", [c[1:] for c in ANS2LABEL_CASES], ids=[c[0] for c in ANS2LABEL_CASES])
+def test_malformed_answer_table(world, capsys, table, names):
+    import json
+
+    path = world["base"] / "bad_ans2label.json"
+    path.write_text(json.dumps(table))
+    check(world, capsys, prepare_with(world, world["files"]["features"], ans2label=path), [str(path), names])
+
+
+def test_the_same_feature_file_twice(world, capsys):
+    args = prepare_with(world, world["files"]["features"])
+    at = args.index("--features") + 1
+    args[at:at + 1] = [args[at], args[at]]
+    check(world, capsys, args, [world["files"]["features"].name, "given twice", "pass each feature TSV once"])
+
+
+def test_the_same_questions_in_two_splits(world, capsys):
+    f = world["files"]
+    args = [*prepare_with(world, f["features"]), "--split", "minival", str(f["train_questions"]), str(f["train_annotations"])]
+    check(world, capsys, args, ["split minival's questions", "given twice"])

@@ -40,7 +40,11 @@ def test_shipped_experiments_load_and_plan():
     demo = load_experiment(ROOT / "experiments" / "demo.yaml")
     assert demo.levels_of("high") == [1] and demo.levels_of("reinit") == [2, 14] and demo.levels_of("scratch") == [0]
     assert demo.levels_of("low") == list(range(1, 21)) and demo.sparsity(20) > 0.988 and demo.levels_of("random") == [1, 4, 6, 14]
-    assert Plan(demo).fine_tunes == 3 * (1 + 20 + 4 + 1 + 2 + 1) == 87  # what docs/results/demo ran
+    assert demo.levels_of("layer_random") == [2, 14] and demo.levels_of("probe") == [0]
+    # docs/results/demo/PREREGISTRATION.md's grid: the second run's 87 trials, layer_random at two levels, the probe
+    assert Plan(demo).fine_tunes == 3 * (1 + 20 + 4 + 1 + 2 + 2 + 1 + 1) == 96
+    s = demo.data.synthetic
+    assert (s.pretrain_kinds, s.kinds, s.test_questions) == (["exist", "count"], ["attribute", "spatial"], 4000)
 
 
 def test_levels_of_is_checked_and_selects_only():

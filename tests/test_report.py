@@ -90,10 +90,16 @@ def test_an_experiment_file_reports_its_own_grid_and_out_writes_elsewhere(tmp_pa
 
     from lxsweep.cli import main
 
+    import yaml
+
     shutil.copytree(ROOT / "docs" / "results" / "demo" / "demo-6c9e05ebd7", tmp_path / "demo-6c9e05ebd7",
                     ignore=shutil.ignore_patterns("report"))
+    # The second run's experiment, as its store recorded it (experiments/demo.yaml is now the third design).
+    recorded = yaml.safe_load((tmp_path / "demo-6c9e05ebd7" / "experiment.yaml").read_text())
+    recorded.pop("hash")
+    (tmp_path / "second-run.yaml").write_text(yaml.safe_dump(recorded))
     out = tmp_path / "only-high-random"
-    assert main(["report", str(ROOT / "experiments" / "demo.yaml"), "--set", f"storage={tmp_path}",
+    assert main(["report", str(tmp_path / "second-run.yaml"), "--set", f"storage={tmp_path}",
                  "--set", "pruning.subnetworks=[low, random, high]", "--set", "pruning.levels=2",
                  "--set", "pruning.levels_of={random: [1], high: [1]}", "--out", str(out)]) == 0
     err = capsys.readouterr().err
@@ -102,3 +108,42 @@ def test_an_experiment_file_reports_its_own_grid_and_out_writes_elsewhere(tmp_pa
     left_out = 123 - 15  # the committed store: the demo's 87 trials and the replay study's 36
     assert f"{left_out} other finished trial(s) in the store are left out" in err
     assert (out / "accuracy_vs_sparsity.png").is_file() and not (tmp_path / "demo-6c9e05ebd7" / "report").exists()
+
+
+def _tested(sub, level, seed, test, valid, sparsity=0.0):
+    """A row of a store with a test split: final accuracy on test, the last validation epoch under `valid`."""
+    return {"trial": f"{sub}-L{level}-s{seed}", "subnetwork": sub, "level": level, "seed": seed, "sparsity": sparsity,
+            "accuracy": test, "evaluated_on": "test", "evaluated_questions": 4000, "valid": {"accuracy": valid}}
+
+
+def test_calibration_checks_the_rewind_point_against_issue_24s_thresholds_on_validation():
+    from lxsweep.report import calibration
+
+    rows = [*[_tested("dense", 0, s, 0.93, 0.94) for s in range(3)],
+            *[_tested("probe", 0, s, 0.55, 0.56) for s in range(3)],
+            *[_tested("scratch", 0, s, 0.70, 0.71) for s in range(3)],
+            *[_tested("low", 1, s, a, 0.9, 0.2) for s, a in enumerate((0.929, 0.931, 0.930))],
+            *[_tested("random", 1, s, a, 0.8, 0.2) for s, a in enumerate((0.80, 0.83, 0.81))]]
+    baselines = {"blind": {"accuracy": 0.45}, "majority": {"accuracy": 0.2},
+                 "test": {"blind": {"accuracy": 0.44}, "majority": {"accuracy": 0.21}}}
+    cal = calibration(rows, baselines)
+    assert cal["validation"] == pytest.approx({"blind": 45.0, "probe": 56.0, "scratch": 71.0, "dense": 94.0})
+    assert cal["test"]["dense"] == pytest.approx(93.0) and cal["test"]["blind"] == pytest.approx(44.0)
+    assert [ok for _, _, ok in cal["checks"]] == [True, True, True, True]
+    from lxsweep.report import calibration_summary
+
+    assert "probe 56.00" in calibration_summary(cal) and "dense − scratch 23.00 (≥ 15: met)" in calibration_summary(cal)
+    md = to_markdown(rows, "t", baselines, {})
+    assert "on the **test** split" in md and "on its 4,000 questions): 0.79 points at 50% accuracy" in md
+    assert "| *blind* |  |  |  | 44.00 |" in md  # the baselines of the split the numbers are on
+    assert "| probe (rewind point frozen, fresh head) | 56.00 | 55.00 |" in md and "| dense − scratch | ≥ 15 | 23.00 | yes |" in md
+    # the probe too close to dense: a threshold fails, in bold
+    worse = [r if r["subnetwork"] != "probe" else {**r, "valid": {"accuracy": 0.80}} for r in rows]
+    assert "| probe − blind | ≤ 15 | 35.00 | **no** |" in to_markdown(worse, "t", baselines, {})
+    # comparisons: the family's size, Holm-adjusted p, and equivalence to dense only where TOST shows it
+    comps = {(c["a"], c["b"]): c for c in comparisons(rows)}
+    assert comps[("low", "dense")]["equivalent"] is True and comps[("low", "random")]["equivalent"] is None
+    assert comps[("random", "dense")]["equivalent"] is False
+    assert f"{len(comps)} comparisons" in md and "| Holm p |" in md
+    assert all(c["p_holm"] >= c["p"] for c in comps.values())
+    assert calibration([r for r in rows if r["subnetwork"] != "probe"], baselines) is None

@@ -43,8 +43,11 @@ def test_synthetic_files_round_trip_through_prepare_vqa(smoke_file, tmp_path, ca
     assert (tmp_path / "synth" / "objects_vocab.txt").read_text().splitlines() == list(OBJECT_NAMES)
     assert (tmp_path / "synth" / "attributes_vocab.txt").read_text().splitlines() == list(ATTRIBUTE_NAMES)
     image_ids: set[int] = set()
-    for split, (count, seed) in SPLITS.items():
-        raw = generate_split(cfg, count(cfg), seed(cfg))
+    for split, (count, seed, kinds) in SPLITS.items():
+        if count(cfg) == 0:  # the smoke task has no test split
+            assert not (tmp_path / "synth" / f"v2_OpenEnded_synthetic_{split}_questions.json").exists()
+            continue
+        raw = generate_split(cfg, count(cfg), seed(cfg), kinds=tuple(kinds(cfg)))
         ds = load_vqa_store(store, split, split)
         s = ds.train
         assert s.questions == raw["questions"] and s.answers == raw["answers"]
@@ -126,3 +129,26 @@ def test_embedded_data_is_prepared_once_and_cached_in_the_store(smoke_file, tmp_
     assert len(limited.train) == 7
     other = load_experiment(smoke_file, [*SMALL, "data.synthetic.seed=7"]).data.synthetic
     assert synthetic_store_name(other) != name
+
+
+def test_kinds_and_a_test_split_reach_training_and_the_baselines(smoke_file, tmp_path):
+    from lxsweep.baselines import baselines
+
+    exp = load_experiment(smoke_file, [*SMALL, f"storage={tmp_path / 'runs'}", "data.synthetic.test_questions=40",
+                                       "data.synthetic.pretrain_kinds=[exist, count]",
+                                       "data.synthetic.kinds=[attribute, spatial]"])
+    store = Store.for_experiment(exp)
+    ds, pre = load_dataset(exp, store), load_dataset(exp, store, "pretrain")
+    assert len(ds.test) == 40 and set(ds.test.question_kinds) <= {"attribute", "spatial"}
+    for split in (ds.train, ds.valid, ds.test):
+        assert set(split.question_kinds) <= {"attribute", "spatial"}
+    assert set(pre.train.question_kinds) | set(pre.valid.question_kinds) <= {"exist", "count"}
+    assert pre.test is None  # pretraining never sees the test split
+    # disjoint scenes: the test split's images are its own
+    assert not set(ds.test.image_index.tolist()) & (set(ds.train.image_index.tolist()) | set(ds.valid.image_index.tolist()))
+    b = baselines(ds)
+    assert set(b) == {"majority", "blind", "test"} and set(b["test"]) == {"majority", "blind"}
+    assert 0.0 <= b["test"]["blind"]["accuracy"] <= 1.0
+    # a fine-tune split of every kind is the default: no test split there
+    assert load_dataset(load_experiment(smoke_file, [*SMALL, f"storage={tmp_path / 'runs2'}"]),
+                        Store.for_experiment(load_experiment(smoke_file, [*SMALL, f"storage={tmp_path / 'runs2'}"]))).test is None

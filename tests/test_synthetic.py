@@ -103,3 +103,24 @@ def test_named_objects_are_unique_and_regions_carry_detector_labels():
         centres = sorted(round(float((b[0] + b[2]) / 2), 4) for b, lab in zip(raw["boxes"][img], labels) if lab < len(SHAPES))
         for o in objs:
             assert any(abs(c - o["x"]) < 1e-4 for c in centres) or o["x"] < 0.1 or o["x"] > 0.9  # edge boxes are clipped
+
+
+def test_kinds_choose_what_a_split_asks_and_answers_still_match_the_scene():
+    # The third design (issue 24): pretraining asks exist/count, the fine-tune attribute/spatial only.
+    raw = generate_split(SyntheticConfig(annotator_noise=0.0), 900, split_seed=8, kinds=("attribute", "spatial"))
+    assert set(raw["question_kinds"]) == {"attribute", "spatial"} and set(raw["answer_types"]) == {"other"}
+    share = Counter(raw["question_kinds"])["attribute"] / len(raw["question_kinds"])
+    assert 0.4 < share < 0.6
+    for q, a, kind, img in zip(raw["questions"], raw["answers"], raw["question_kinds"], raw["image_index"]):
+        objs, w = raw["scenes"][img], q.split()[:-1]
+        o = _named(objs, w[3:] if kind == "attribute" else w[2:])  # every scene kept names an object uniquely
+        expected = ({"color": COLORS, "shape": SHAPES, "size": SIZES}[w[1]][o[w[1]]] if kind == "attribute"
+                    else SIDES[0] if o["x"] < 0.5 else SIDES[1])
+        assert a[0] == expected
+    pre = generate_split(CFG, 600, split_seed=8, kinds=("exist", "count"))
+    assert set(pre["question_kinds"]) == {"exist", "count"}
+    # A kind list with a naming kind and exist: a scene without a unique object asks exist instead.
+    mixed = generate_split(CFG, 600, split_seed=9, kinds=("exist", "spatial"))
+    assert set(mixed["question_kinds"]) == {"exist", "spatial"}
+    # The default (every kind) is the generator as before: same draws as not passing kinds at all.
+    assert generate_split(CFG, 300, split_seed=1, kinds=KINDS)["questions"] == generate_split(CFG, 300, split_seed=1)["questions"]

@@ -226,3 +226,26 @@ def test_raising_levels_continues_a_finished_chain(smoke_file, tiny_overrides):
     same = sum(int((rebuilt[n] == written[n]).sum()) for n in written)
     assert same >= 0.999 * sum(m.numel() for m in written.values())  # float16 ranking may break a tie differently
     assert low2["sparsity"] == pytest.approx(two.sparsity(2), abs=1e-4)
+
+
+def test_probe_trains_only_a_fresh_head_and_a_test_split_gives_the_reported_numbers(smoke_file, tiny_overrides):
+    from safetensors.torch import load_file
+
+    from lxsweep.store import weights_path
+
+    exp = load_experiment(smoke_file, [*tiny_overrides, "pruning.subnetworks=[probe]", "training.probe_steps=5",
+                                       "data.synthetic.test_questions=50"])
+    store = Store.for_experiment(exp)
+    data = load_dataset(exp, store)
+    start, _, mask = initial_model(exp, K("probe-L0-s0"), store, data.num_answers, log=lambda s: None)
+    assert mask is None
+    metrics = run_trial(exp, K("probe-L0-s0"), store, log=lambda s: None)
+    assert metrics["steps"] == 5 and metrics["epochs"] == 1  # stops after probe_steps, inside the first epoch
+    assert metrics["evaluated_on"] == "test" and metrics["evaluated_questions"] == 50
+    assert set(metrics["valid"]) == {k for k in metrics["history"][-1] if k.startswith("accuracy")}
+    trained = load_file(store.path(weights_path("probe-L0-s0")))
+    before = {n: p.detach().to(trained[n].dtype) for n, p in start.state_dict().items() if n in trained}
+    changed = sorted(n for n in before if not torch.equal(before[n], trained[n]))
+    assert changed and all(n.startswith("answer_head.") for n in changed), changed  # the encoder stayed frozen
+    dense = run_trial(exp, K("dense-L0-s0"), store, log=lambda s: None)
+    assert dense["steps"] == exp.training.epochs * -(-len(data.train) // exp.training.batch_size)

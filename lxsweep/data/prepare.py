@@ -23,7 +23,8 @@ from lxsweep.data import VQAInputError, VQAStoreError, pad_targets, soft_targets
 from lxsweep.data.prepared import (ANSWERS_FILE, ATTRS_FILE, BOXES_FILE, FEATURES_FILE, IMAGES_FILE, MANIFEST_FILE,
                                    OBJECTS_FILE, QUESTIONS_FILE, STORE_FORMAT, STORE_VERSION)
 from lxsweep.data.tsv import decode_tsv_row, image_id_from_img_id, normalize_boxes, read_tsv_fields
-from lxsweep.data.vqa_json import build_answer_vocab, load_answer_vocab, read_vqa_split, write_json
+from lxsweep.data.vqa_json import (ANSWERS_PER_QUESTION, build_answer_vocab, load_answer_vocab, read_vqa_split,
+                                   write_json)
 from lxsweep.staging import sha256_file
 
 _SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -41,6 +42,7 @@ def prepare_vqa(
     limit: int | None = None,
     vocab_splits: Sequence[str] = ("train",),
     overwrite: bool = False,
+    answers_per_question: int = ANSWERS_PER_QUESTION,
 ) -> Path:
     """Convert official VQA v2 files and LXMERT feature TSVs into a store at ``out_dir``.
 
@@ -58,7 +60,7 @@ def prepare_vqa(
     out = Path(out_dir)
     _check_arguments(splits, feature_tsvs, ans2label, min_count, num_boxes, limit, vocab_splits)
     _check_out_dir(out, overwrite)
-    records = {name: read_vqa_split(q, a) for name, (q, a) in splits.items()}
+    records = {name: read_vqa_split(q, a, answers_per_question) for name, (q, a) in splits.items()}
     if ans2label is not None:
         answers = load_answer_vocab(ans2label)
         vocab_source: dict[str, Any] = {"source": "ans2label", "ans2label": str(Path(ans2label).resolve())}
@@ -145,6 +147,15 @@ def _check_arguments(splits: Mapping[str, Any], feature_tsvs: Sequence[Any], ans
     for path in map(Path, files):
         if not path.is_file():
             raise VQAInputError(f"{path}: " + ("is a directory, expected a file" if path.is_dir() else "file not found"))
+    seen: dict[Path, str] = {}
+    for what, path in ([("a feature TSV", p) for p in feature_tsvs]
+                       + [(f"split {name}'s questions", q) for name, (q, _) in splits.items()]):
+        real = Path(path).resolve()
+        if real in seen:
+            raise VQAInputError(f"{path}: given twice (as {seen[real]} and as {what}) — pass each feature TSV once "
+                                f"and give every split its own questions file (the same questions in two splits "
+                                f"would evaluate on the training questions)")
+        seen[real] = what
 
 
 def _check_out_dir(out: Path, overwrite: bool) -> None:

@@ -31,16 +31,18 @@ def load_answer_vocab(path: str | Path) -> list[str]:
     """
     path = Path(path)
     data = _read_json(path)
+    fix = (" — write it as {answer: label id} with the ids 0..n-1 once each (LXMERT's trainval_ans2label.json), "
+           "or leave out --ans2label to build the vocabulary from the training answers")
     if isinstance(data, list):
         if not all(isinstance(a, str) for a in data) or len(set(data)) != len(data):
-            raise VQAInputError(f"{path}: a label list must hold distinct answer strings")
+            raise VQAInputError(f"{path}: a label list must hold distinct answer strings" + fix)
         return list(data)
     if not isinstance(data, dict) or not data:
         raise VQAInputError(f"{path}: expected a non-empty JSON object answer -> label id "
-                            f"(LXMERT's trainval_ans2label.json), got {type(data).__name__}")
+                            f"(LXMERT's trainval_ans2label.json), got {type(data).__name__}" + fix)
     bad = [(a, i) for a, i in data.items() if not isinstance(i, int) or isinstance(i, bool)]
     if bad:
-        raise VQAInputError(f"{path}: answer {bad[0][0]!r} has label id {bad[0][1]!r} — label ids must be integers")
+        raise VQAInputError(f"{path}: answer {bad[0][0]!r} has label id {bad[0][1]!r} — label ids must be integers" + fix)
     n = len(data)
     ids = Counter(data.values())
     missing = sorted(set(range(n)) - set(ids))
@@ -49,7 +51,7 @@ def load_answer_vocab(path: str | Path) -> list[str]:
         outside = sorted(i for i in ids if not 0 <= i < n)
         detail = f"missing {_first(missing)}" + (f"; repeated {_first(repeated)}" if repeated else "") + \
             (f"; out of range {_first(outside)}" if outside else "")
-        raise VQAInputError(f"{path}: label ids must be exactly 0..{n - 1}, each once ({detail})")
+        raise VQAInputError(f"{path}: label ids must be exactly 0..{n - 1}, each once ({detail})" + fix)
     answers = [""] * n
     for answer, label in data.items():
         answers[label] = answer
@@ -66,8 +68,14 @@ def build_answer_vocab(annotations: Iterable[Mapping[str, Any]], min_count: int 
     return sorted((a for a, c in counts.items() if c >= min_count), key=lambda a: (-counts[a], a))
 
 
-def read_vqa_split(questions_json: str | Path, annotations_json: str | Path | None) -> list[dict[str, Any]]:
+ANSWERS_PER_QUESTION = 10  # VQA v2: ten annotators per question; the official metric averages over them
+
+
+def read_vqa_split(questions_json: str | Path, annotations_json: str | Path | None,
+                   answers_per_question: int = ANSWERS_PER_QUESTION) -> list[dict[str, Any]]:
     """Join an official VQA v2 questions file with its annotations file, in question order.
+
+    Every annotation must hold ``answers_per_question`` answers (VQA v2's ten; 0 accepts any number).
 
     Each record: question_id, image_id, question, question_type, answer_type,
     multiple_choice_answer and answers (the annotators' raw answer strings).
@@ -97,6 +105,10 @@ def read_vqa_split(questions_json: str | Path, annotations_json: str | Path | No
         answers = ann["answers"]
         if not isinstance(answers, list) or not answers or not all(isinstance(a, dict) and isinstance(a.get("answer"), str) for a in answers):
             raise VQAInputError(f"{where}: 'answers' must be a non-empty list of {{\"answer\": str, ...}} objects")
+        if answers_per_question and len(answers) != answers_per_question:
+            raise VQAInputError(f"{where}: {len(answers)} answers, VQA v2 has {answers_per_question} per question — "
+                                f"fix the file, or pass --answers-per-question {len(answers)} (0: any number) "
+                                f"for a dataset with another count")
         if ann["question_id"] in by_id:
             raise VQAInputError(f"{where}: question_id {ann['question_id']} is annotated twice — keep one annotation per question")
         by_id[ann["question_id"]] = ann
