@@ -54,6 +54,7 @@ RENAMED = {
 
 
 SYNTHETIC_KINDS = ("exist", "count", "attribute", "spatial")  # lxsweep.data.synthetic.KINDS (no numpy here)
+SYNTHETIC_ATTRIBUTES = ("color", "shape", "size")  # what an attribute question may ask
 
 
 @dataclass
@@ -68,6 +69,9 @@ class SyntheticConfig:
     # those the pretraining splits ask: disjoint kinds make a rewind point that has not seen the fine-tune task.
     kinds: list[str] = field(default_factory=lambda: list(SYNTHETIC_KINDS))
     pretrain_kinds: list[str] = field(default_factory=lambda: list(SYNTHETIC_KINDS))
+    # What the attribute questions of those splits ask (what color / shape / size is ...).
+    attributes: list[str] = field(default_factory=lambda: list(SYNTHETIC_ATTRIBUTES))
+    pretrain_attributes: list[str] = field(default_factory=lambda: list(SYNTHETIC_ATTRIBUTES))
     num_boxes: int = 10
     feat_dim: int = 64
     annotator_noise: float = 0.05  # chance an annotator gives a plausible wrong answer
@@ -674,11 +678,12 @@ def _validate(exp: Experiment, where: str) -> None:
         if v is not None and not v >= 1:
             fail(f"data.{key}", v, "an integer >= 1 or null")
     _check_bounds(fail, "data.synthetic", d.synthetic, SYNTHETIC_BOUNDS)
-    for key in ("kinds", "pretrain_kinds"):
-        kinds = getattr(d.synthetic, key)
-        if (not isinstance(kinds, list) or not kinds
-                or any(not isinstance(k, str) or k not in SYNTHETIC_KINDS for k in kinds) or len(set(kinds)) != len(kinds)):
-            fail(f"data.synthetic.{key}", kinds, "a non-empty list of distinct kinds among " + ", ".join(SYNTHETIC_KINDS))
+    for key, allowed in (("kinds", SYNTHETIC_KINDS), ("pretrain_kinds", SYNTHETIC_KINDS),
+                         ("attributes", SYNTHETIC_ATTRIBUTES), ("pretrain_attributes", SYNTHETIC_ATTRIBUTES)):
+        chosen = getattr(d.synthetic, key)
+        if (not isinstance(chosen, list) or not chosen
+                or any(not isinstance(k, str) or k not in allowed for k in chosen) or len(set(chosen)) != len(chosen)):
+            fail(f"data.synthetic.{key}", chosen, "a non-empty list of distinct values among " + ", ".join(allowed))
     pt = exp.model.pretraining
     _check_bounds(fail, "model.pretraining", pt, PRETRAINING_BOUNDS)
     if not pt.objectives:

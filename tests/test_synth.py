@@ -43,11 +43,11 @@ def test_synthetic_files_round_trip_through_prepare_vqa(smoke_file, tmp_path, ca
     assert (tmp_path / "synth" / "objects_vocab.txt").read_text().splitlines() == list(OBJECT_NAMES)
     assert (tmp_path / "synth" / "attributes_vocab.txt").read_text().splitlines() == list(ATTRIBUTE_NAMES)
     image_ids: set[int] = set()
-    for split, (count, seed, kinds) in SPLITS.items():
+    for split, (count, seed, kinds, attributes) in SPLITS.items():
         if count(cfg) == 0:  # the smoke task has no test split
             assert not (tmp_path / "synth" / f"v2_OpenEnded_synthetic_{split}_questions.json").exists()
             continue
-        raw = generate_split(cfg, count(cfg), seed(cfg), kinds=tuple(kinds(cfg)))
+        raw = generate_split(cfg, count(cfg), seed(cfg), kinds=tuple(kinds(cfg)), attributes=tuple(attributes(cfg)))
         ds = load_vqa_store(store, split, split)
         s = ds.train
         assert s.questions == raw["questions"] and s.answers == raw["answers"]

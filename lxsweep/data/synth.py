@@ -24,6 +24,7 @@ from __future__ import annotations
 import shlex
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,17 +37,18 @@ from lxsweep.data.tsv import encode_feature_row, make_img_id, write_feature_tsv
 from lxsweep.data.vqa_json import annotation_entry, write_ans2label, write_official_split
 from lxsweep.metric import normalize_answer
 
-# split -> (number of questions, seed of its scenes, question kinds). Seeds come from the task's seed and the
+# split -> (number of questions, seed of its scenes, question kinds, attributes asked). Seeds come from the task's seed and the
 # split's role, so pretraining, fine-tuning, validation and test scenes never coincide. The test split is
 # written only when `test_questions` > 0 (a split of 0 questions is skipped).
-SPLITS: dict[str, tuple[Callable[[SyntheticConfig], int], Callable[[SyntheticConfig], int],
-                        Callable[[SyntheticConfig], list[str]]]] = {
-    "pretrain": (lambda c: c.pretrain_questions, lambda c: c.seed * 10 + 3, lambda c: c.pretrain_kinds),
+_Of = Callable[[SyntheticConfig], Any]
+SPLITS: dict[str, tuple[_Of, _Of, _Of, _Of]] = {
+    "pretrain": (lambda c: c.pretrain_questions, lambda c: c.seed * 10 + 3, lambda c: c.pretrain_kinds,
+                 lambda c: c.pretrain_attributes),
     "pretrain_valid": (lambda c: min(c.valid_questions, 500), lambda c: c.seed * 10 + 4,  # held out of pretraining
-                       lambda c: c.pretrain_kinds),
-    "train": (lambda c: c.train_questions, lambda c: c.seed * 10 + 1, lambda c: c.kinds),
-    "valid": (lambda c: c.valid_questions, lambda c: c.seed * 10 + 2, lambda c: c.kinds),
-    "test": (lambda c: c.test_questions, lambda c: c.seed * 10 + 5, lambda c: c.kinds),
+                       lambda c: c.pretrain_kinds, lambda c: c.pretrain_attributes),
+    "train": (lambda c: c.train_questions, lambda c: c.seed * 10 + 1, lambda c: c.kinds, lambda c: c.attributes),
+    "valid": (lambda c: c.valid_questions, lambda c: c.seed * 10 + 2, lambda c: c.kinds, lambda c: c.attributes),
+    "test": (lambda c: c.test_questions, lambda c: c.seed * 10 + 5, lambda c: c.kinds, lambda c: c.attributes),
 }
 VOCAB_SPLITS = ("pretrain", "train")  # the answer vocabulary: every answer an annotator gives in these
 IMAGE_WIDTH, IMAGE_HEIGHT = 640, 480
@@ -90,10 +92,10 @@ def write_synthetic(cfg: SyntheticConfig, out: str | Path) -> SynthFiles:
     splits: dict[str, tuple[Path, Path]] = {}
     features: list[Path] = []
     vocab_counts: Counter[str] = Counter()
-    for k, (split, (count, seed, kinds)) in enumerate(SPLITS.items(), start=1):
+    for k, (split, (count, seed, kinds, attributes)) in enumerate(SPLITS.items(), start=1):
         if count(cfg) == 0:
             continue
-        raw = generate_split(cfg, count(cfg), seed(cfg), kinds=tuple(kinds(cfg)))
+        raw = generate_split(cfg, count(cfg), seed(cfg), kinds=tuple(kinds(cfg)), attributes=tuple(attributes(cfg)))
         image_ids = k * _IMAGE_ID_STRIDE + 1 + np.arange(len(raw["features"]))
         splits[split] = _write_questions(out, split, raw, image_ids)
         features.append(_write_features(out / f"{split}_obj{cfg.num_boxes}.tsv", split, raw, image_ids))
@@ -154,8 +156,8 @@ def _write_lines(path: Path, names: tuple[str, ...]) -> Path:
 
 
 def _readme(cfg: SyntheticConfig, files: SynthFiles) -> str:
-    counts = ", ".join(f"{split} {count(cfg)} ({'/'.join(kinds(cfg))})" for split, (count, _, kinds) in SPLITS.items()
-                       if count(cfg))
+    counts = ", ".join(f"{split} {count(cfg)} ({'/'.join(kinds(cfg))}; attributes {'/'.join(attributes(cfg))})"
+                       for split, (count, _, kinds, attributes) in SPLITS.items() if count(cfg))
     return f"""\
 The lxsweep synthetic VQA task, written as a real VQA v2 dataset by `lxsweep synth`.
 

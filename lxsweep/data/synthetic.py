@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lxsweep.config import SYNTHETIC_KINDS, SyntheticConfig
+from lxsweep.config import SYNTHETIC_ATTRIBUTES, SYNTHETIC_KINDS, SyntheticConfig
 
 COLORS = ("red", "blue", "green", "yellow", "purple", "gray")
 SHAPES = ("cube", "sphere", "cylinder", "cone")
@@ -53,6 +53,7 @@ SIDES = ("left", "right")  # which half of the image an object's centre is in
 COUNTS = ("0", "1", "2", "3", "4")
 KINDS = SYNTHETIC_KINDS
 NAMING_KINDS = ("attribute", "spatial")  # kinds that name one object of the scene uniquely
+ATTRIBUTES = SYNTHETIC_ATTRIBUTES  # what an attribute question may ask
 OBJECT_NAMES = (*SHAPES, "clutter")  # detector object classes: objects_id in the feature TSVs
 ATTRIBUTE_NAMES = (*COLORS, "none")  # detector attribute classes: attrs_id
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -125,13 +126,14 @@ class _Generator:
         feats += rng.standard_normal(feats.shape).astype(np.float32) * cfg.feature_noise
         return feats, np.clip(boxes, 0.0, 1.0), obj_ids, attr_ids
 
-    def _named_object(self, objs: list[dict], draw: bool = True) -> tuple[dict, str, str] | None:
+    def _named_object(self, objs: list[dict], draw: bool = True,
+                      bys: tuple[str, ...] = ("shape", "color")) -> tuple[dict, str, str] | None:
         """An object and a phrase naming it uniquely ("the cube", "the red object"), and the attribute used.
 
-        None when every shape and every colour in the scene repeats (then no phrase names one object).
-        ``draw=False`` only says whether one exists (the first option, no random draw).
+        ``bys``: the attributes a phrase may name it by. None when no object is unique in one of them (then no
+        phrase names one object). ``draw=False`` only says whether one exists (the first option, no random draw).
         """
-        options = [(o, by) for o in objs for by in ("shape", "color") if sum(p[by] == o[by] for p in objs) == 1]
+        options = [(o, by) for o in objs for by in ("shape", "color") if by in bys and sum(p[by] == o[by] for p in objs) == 1]
         if not options:
             return None
         if not draw:
@@ -140,14 +142,24 @@ class _Generator:
         phrase = f"the {SHAPES[o['shape']]}" if by == "shape" else f"the {COLORS[o['color']]} object"
         return o, phrase, by
 
-    def askable(self, objs: list[dict], kinds: tuple[str, ...]) -> bool:
-        """Whether a question of ``kinds`` exists for the scene (naming kinds need a uniquely named object)."""
-        return any(k not in NAMING_KINDS for k in kinds) or self._named_object(objs, draw=False) is not None
+    @staticmethod
+    def _bys(kind: str, attributes: tuple[str, ...]) -> tuple[str, ...]:
+        """What a naming kind may name its object by: an attribute question never asks what it named it by."""
+        if kind == "attribute":
+            return tuple(b for b in ("shape", "color") if any(a != b for a in attributes))
+        return ("shape", "color")
 
-    def question(self, objs: list[dict], kinds: tuple[str, ...] = KINDS) -> tuple[str, str, str, str]:
-        """(question, answer, answer_type, kind) for one scene, of one of ``kinds``; yes/no answers are balanced."""
+    def possible(self, objs: list[dict], kinds: tuple[str, ...], attributes: tuple[str, ...] = ATTRIBUTES) -> list[str]:
+        """The kinds of ``kinds`` a question can be asked in about the scene (naming kinds need a unique object)."""
+        return [k for k in kinds if k not in NAMING_KINDS
+                or self._named_object(objs, draw=False, bys=self._bys(k, attributes)) is not None]
+
+    def question(self, objs: list[dict], kinds: tuple[str, ...] = KINDS,
+                 attributes: tuple[str, ...] = ATTRIBUTES) -> tuple[str, str, str, str]:
+        """(question, answer, answer_type, kind) for one scene, of one of ``kinds`` (attribute questions ask
+        one of ``attributes``); yes/no answers are balanced. The scene must allow one (:meth:`possible`)."""
         rng = self.rng
-        kind = self.pick(kinds)
+        kind = self.pick(self.possible(objs, kinds, attributes))
         if kind == "count":
             r = rng.random()
             if r < 1 / 3:
@@ -167,14 +179,9 @@ class _Generator:
                 c, s = self.pick(absent)
             present = any(o["color"] == c and o["shape"] == s for o in objs)
             return f"is there a {COLORS[c]} {SHAPES[s]} ?", "yes" if present else "no", "yes/no", kind
-        named = self._named_object(objs)
-        if named is None:  # rare: no object can be named uniquely, so ask a question that needs no name
-            if "count" not in kinds:  # a scene that only naming kinds may ask is redrawn (generate_split)
-                return self.question(objs, tuple(k for k in kinds if k not in NAMING_KINDS))
-            return "how many objects are there ?", str(len(objs)), "number", "count"
-        o, phrase, by = named
+        o, phrase, by = self._named_object(objs, bys=self._bys(kind, attributes))
         if kind == "attribute":
-            attr = self.pick([a for a in ("color", "shape", "size") if a != by])
+            attr = self.pick([a for a in attributes if a != by])
             names = {"color": COLORS, "shape": SHAPES, "size": SIZES}[attr]
             return f"what {attr} is {phrase} ?", names[o[attr]], "other", kind
         return f"where is {phrase} ?", SIDES[0] if o["x"] < 0.5 else SIDES[1], "other", kind
@@ -194,13 +201,14 @@ class _Generator:
 
 
 def generate_split(cfg: SyntheticConfig, num_questions: int, split_seed: int, questions_per_image: int = 3,
-                   kinds: tuple[str, ...] = KINDS) -> dict:
-    """Raw arrays and lists for ``num_questions`` questions of ``kinds`` over fresh scenes.
+                   kinds: tuple[str, ...] = KINDS, attributes: tuple[str, ...] = ATTRIBUTES) -> dict:
+    """Raw arrays and lists for ``num_questions`` questions of ``kinds`` over fresh scenes (attribute questions
+    ask one of ``attributes``).
 
     A scene no question of ``kinds`` can be asked about (only naming kinds, and no object named uniquely)
     is drawn again.
     """
-    ask = tuple(kinds)
+    ask, attrs = tuple(kinds), tuple(attributes)
     gen = _Generator(cfg, split_seed)
     num_images = -(-num_questions // questions_per_image)
     features = np.zeros((num_images, cfg.num_boxes, cfg.feat_dim), dtype=np.float32)
@@ -210,14 +218,14 @@ def generate_split(cfg: SyntheticConfig, num_questions: int, split_seed: int, qu
     questions, answers, types, kinds, image_index, scenes = [], [], [], [], [], []
     for img in range(num_images):
         objs = gen.scene()
-        while not gen.askable(objs, ask):
+        while not gen.possible(objs, ask, attrs):
             objs = gen.scene()
         scenes.append(objs)
         features[img], boxes[img], object_labels[img], attr_labels[img] = gen.regions(objs)
         for _ in range(questions_per_image):
             if len(questions) == num_questions:
                 break
-            q, a, t, k = gen.question(objs, ask)
+            q, a, t, k = gen.question(objs, ask, attrs)
             questions.append(q)
             answers.append(gen.annotators(a, t))
             types.append(t)
