@@ -170,11 +170,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    from lxsweep.preflight import preflight
+    import os
+
+    from lxsweep.preflight import check_ray_address, preflight
     from lxsweep.sweep import launch
 
     exp = _load(args)
     preflight(exp)  # before Ray starts
+    check_ray_address(args.address or os.environ.get("RAY_ADDRESS"))  # seconds, not ray.init's minute of retries
     return launch(exp, address=args.address, resume=args.resume, progress=not args.quiet)
 
 

@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from lxsweep import pruning
 from lxsweep.plan import TrialKey, parent, trial_mask_name
 from lxsweep.config import read_experiment
-from lxsweep.masks import load_mask
+from lxsweep.masks import load_mask, load_weights
 from lxsweep.store import Store, finished_trials, mask_path, metrics_path, weights_path
 
 if TYPE_CHECKING:
@@ -143,7 +143,6 @@ class TrialModel:
 
 def trial_model(store: Store, trial: str, log: Callable[[str], None] = print) -> TrialModel:
     """Rebuild finished trial ``trial`` of ``store`` as a model; :class:`ExportError` when it cannot be."""
-    from safetensors.torch import load
     from transformers import LxmertConfig, LxmertForQuestionAnswering
 
     from lxsweep import model as lxmodel
@@ -162,7 +161,8 @@ def trial_model(store: Store, trial: str, log: Callable[[str], None] = print) ->
         raise ExportError(f"{store.root}: trial {trial} kept no weights (training.keep_weights was "
                           f"{exp.training.keep_weights!r}) — re-run it with `lxsweep trial ... --set "
                           f"training.keep_weights=all` into a copy of the store, then use that copy")
-    stored = load(store.read_bytes(weights_path(trial)))
+    stored = load_weights(store, weights_path(trial), f"re-run the trial (`lxsweep trial` with --level {key.level} "
+                          f"--subnetwork {key.subnetwork} --seed {key.seed}) into a copy of the store")
     answers = load_dataset(exp, store).answers
     model_dir = rewind_point(exp, store, log)
     config = LxmertConfig.from_pretrained(model_dir)

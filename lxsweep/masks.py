@@ -65,6 +65,19 @@ def load_mask(store: Store, name: str, *, with_metadata: bool = False):
                                    f"({name}'s parent), or restore it from a copy") from None
 
 
+def load_weights(store: Store, rel: str, repair: str) -> dict[str, torch.Tensor]:
+    """The tensors of safetensors file ``rel`` in the store; :class:`CorruptStoreFile` naming it and ``repair``
+    (how to make it again) when it is truncated or not a safetensors file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        return load(store.read_bytes(rel))
+    except (SafetensorError, ValueError, KeyError) as exc:
+        raise CorruptStoreFile(store.path(rel), f"unreadable weights ({exc}); truncated?",
+                               f"it is left untouched; move it aside and {repair}, or restore it from a copy") from None
+
+
 def check_trial_mask(exp: Experiment, key: TrialKey, store: Store) -> None:
     """Refuse now a stored mask this trial would train with that is there but unreadable."""
     source = mask_source(exp, key)
@@ -115,13 +128,11 @@ def trial_mask(exp: Experiment, key: TrialKey, store: Store, model: torch.nn.Mod
 
 
 def _load_rewind_weights(exp: Experiment, key: TrialKey, store: Store, model: torch.nn.Module) -> None:
-    from safetensors.torch import load
-
     rel = rewind_path(key.seed, exp.rewind.step)
+    dense = TrialKey(0, subnetworks.DENSE, key.seed)
     if not store.exists(rel):
-        dense = TrialKey(0, subnetworks.DENSE, key.seed)
-        raise FileNotFoundError(f"trial {key.name} rewinds to {rel} in {store.root} — run {dense} first")
-    model.load_state_dict(load(store.read_bytes(rel)))
+        raise FileNotFoundError(f"trial {key.name} rewinds to {rel} in {store.root} — run {dense.name} first")
+    model.load_state_dict(load_weights(store, rel, f"re-run {dense.name} into a copy of the store to write it again"))
 
 
 class RewindWeights(TrialHook):
@@ -202,12 +213,10 @@ def _mask_from_kept_weights(exp: Experiment, key: TrialKey, store: Store,
     parent is finished and must not be re-run, but its kept weights define the
     mask (ranked in the stored dtype: with float16, ties may order differently).
     """
-    from safetensors.torch import load
-
     par = parent(exp, key)
     if par is None or not store.exists(metrics_path(par.name)) or not store.exists(weights_path(par.name)):
         return None
-    state = load(store.read_bytes(weights_path(par.name)))
+    state = load_weights(store, weights_path(par.name), f"re-run {par.name} into a copy of the store")
     weights = {n: state[n].float() for n in pruning.prunable_parameters(model, exp.pruning.scope)}
     source = mask_source(exp, par)
     current = load_mask(store, source) if source else pruning.full_mask(weights)

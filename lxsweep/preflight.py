@@ -191,3 +191,37 @@ def _remote_manifest(exp: Experiment) -> dict:
         raise ConfigError(f"{exp.source}: data.path: cannot read {path}/manifest.json ({text}) — upload the whole "
                           f"prepared store (`lxsweep prepare-vqa --out DIR`, then copy DIR there) or fix data.path, "
                           f"the endpoint (AWS_ENDPOINT_URL) and credentials") from None
+
+
+RAY_CLIENT_PORT, RAY_GCS_PORT = 10001, 6379  # the defaults of `ray://host` and of `ray start --head`
+PROBE_SECONDS = 5.0
+
+
+def check_ray_address(address: str | None) -> str:
+    """A Ray head at ``address`` (``host:port`` or ``ray://host[:port]``) accepts a TCP connection within
+    :data:`PROBE_SECONDS`; a local Ray (None, "local", "auto") is not probed.
+
+    ``ray.init`` on a dead head retries for a minute or more before it gives up; this says so in seconds.
+    """
+    import socket
+
+    if not address or address in ("local", "auto"):
+        return "ray: a local Ray on this machine" if not address or address == "local" else "ray: address auto"
+    text = address[len("ray://"):] if address.startswith("ray://") else address
+    host, _, port_text = text.rpartition(":") if ":" in text else (text, "", "")
+    try:
+        port = int(port_text) if port_text else (RAY_CLIENT_PORT if address.startswith("ray://") else RAY_GCS_PORT)
+    except ValueError:
+        raise ConfigError(f"--address {address[:200]!r}: the port {port_text[:20]!r} is not a number — write "
+                          f"host:port (e.g. 10.0.0.5:6379) or ray://host:10001") from None
+    if not host or not 0 < port < 65536:
+        raise ConfigError(f"--address {address[:200]!r}: expected host:port (e.g. 10.0.0.5:6379) or ray://host:10001")
+    try:
+        with socket.create_connection((host.strip("[]"), port), timeout=PROBE_SECONDS):
+            pass
+    except OSError as exc:
+        why = f"no answer within {PROBE_SECONDS:g} s" if isinstance(exc, socket.timeout) else (exc.strerror or type(exc).__name__)
+        raise ConfigError(f"--address {address[:200]}: cannot reach a Ray head there ({why}) — start it (`ray up cluster.yaml`, or `ray start --head` on that "
+                          f"machine), check the host and port (RAY_ADDRESS too), or leave out --address for a "
+                          f"local Ray") from None
+    return f"ray: head {address} reachable"

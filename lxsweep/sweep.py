@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 
 from ray.tune import Callback
 
-from lxsweep.config import Experiment, from_record, write_experiment
+from lxsweep.config import ConfigError, Experiment, from_record, write_experiment
 from lxsweep.hooks import TrialHook, numbers
 from lxsweep.plan import Plan, TrialKey
 from lxsweep.status import status_lines
@@ -282,7 +282,12 @@ def _connect(address: Optional[str], exp: Experiment) -> None:
     if shipped:
         env["py_modules"] = shipped
     if address:
-        ray.init(address=address, log_to_driver=False, runtime_env=env)
+        try:
+            ray.init(address=address, log_to_driver=False, runtime_env=env)
+        except ConnectionError as exc:  # the port answered, but not as a Ray head (or its GCS went away)
+            raise ConfigError(f"--address {address[:200]}: not a Ray head that answers ({str(exc)[:200]}) — check "
+                              f"the port (`ray start --head` prints it; cluster.yaml's head uses 6379) and that the "
+                              f"head is up (`ray status` on it)") from None
         if ray.cluster_resources().get(DRIVER_RESOURCE, 0) < 1:
             ray.shutdown()
             raise RuntimeError(

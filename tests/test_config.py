@@ -44,7 +44,8 @@ def test_shipped_experiments_load_and_plan():
     # docs/results/demo/PREREGISTRATION.md's grid: the second run's 87 trials, layer_random at two levels, the probe
     assert Plan(demo).fine_tunes == 3 * (1 + 20 + 4 + 1 + 2 + 2 + 1 + 1) == 96
     s = demo.data.synthetic
-    assert (s.pretrain_kinds, s.kinds, s.test_questions) == (["exist", "count"], ["attribute", "spatial"], 4000)
+    assert (s.pretrain_kinds, s.pretrain_attributes) == (["exist", "count", "spatial", "attribute"], ["color"])
+    assert (s.kinds, s.attributes, s.test_questions) == (["attribute"], ["shape", "size"], 4000)  # design D3
 
 
 def test_levels_of_is_checked_and_selects_only():

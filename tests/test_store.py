@@ -221,3 +221,33 @@ def test_an_unreachable_object_store_is_one_line_within_seconds(command, tmp_pat
     assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "cannot reach the store" in lines[0] and "AWS_ENDPOINT_URL" in lines[0]
     assert time.time() - t0 < 30
+
+
+BYTE_DAMAGE = {"empty": lambda b: b"", "truncated": lambda b: b[: len(b) // 2], "not safetensors": lambda b: b"{}" * 40}
+
+
+@pytest.mark.parametrize("damage", sorted(BYTE_DAMAGE))
+@pytest.mark.parametrize("command", ["export", "predict"])
+def test_damaged_kept_weights_are_named_with_the_repair(storage, damage, command, tmp_path, capsys):
+    from lxsweep.store import weights_path
+
+    store = _store(storage)
+    path = Path(store.path(weights_path("low-L1-s0")))
+    path.write_bytes(BYTE_DAMAGE[damage](path.read_bytes()))
+    before = _files(store)
+    out = tmp_path / "out"
+    extra = ["--out", str(out)] if command == "export" else ["--split", "valid", "--out", str(out / "r.json")]
+    assert main([command, store.root, "--trial", "low-L1-s0", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"lxsweep: error: {path}: unreadable weights") and len(err.strip().splitlines()) == 1
+    assert "re-run the trial" in err and "--level 1 --subnetwork low --seed 0" in err and "Traceback" not in err
+    assert _files(store) == before and not out.exists()  # nothing written, nothing changed
+
+
+def test_damaged_mask_is_named_by_export(storage, tmp_path, capsys):
+    store = _store(storage)
+    path = Path(store.path(mask_path("low-L1-s0")))
+    path.write_bytes(path.read_bytes()[:64])
+    assert main(["export", store.root, "--trial", "low-L1-s0", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"lxsweep: error: {path}: unreadable mask") and len(err.strip().splitlines()) == 1
