@@ -31,7 +31,7 @@ from lxsweep import subnetworks
 from lxsweep.stats import holm, paired_test, proportion_se
 from lxsweep.store import (EXPERIMENT_FILE, TRIALS_DIR, CorruptStoreFile, Store, metrics_path, read_metrics,
                            report_path, sparsity_path)
-from lxsweep.subnetworks import DENSE
+from lxsweep.subnetworks import DENSE, PROBE, SCRATCH
 
 ACCURACY_COLUMNS = ("accuracy", "accuracy_yesno", "accuracy_number", "accuracy_other")
 PANELS = {"accuracy": "overall", "accuracy_yesno": "yes/no", "accuracy_number": "number", "accuracy_other": "other"}
@@ -202,27 +202,27 @@ def split_baselines(baselines: Optional[dict], split: str) -> Optional[dict]:
 
 # Issue 24's thresholds for a study worth pruning (docs/results/demo/PREREGISTRATION.md), in points, validation.
 CALIBRATION = (
-    ("probe − blind", "≤ 15", lambda v: v["probe"] - v["blind"] <= 15),
-    ("dense", "≥ 90", lambda v: v["dense"] >= 90),
-    ("dense − probe", "≥ 20", lambda v: v["dense"] - v["probe"] >= 20),
-    ("dense − scratch", "≥ 15", lambda v: v["dense"] - v["scratch"] >= 15),
+    ("probe − blind", "≤ 15", lambda v: v[PROBE] - v["blind"] <= 15),
+    (DENSE, "≥ 90", lambda v: v[DENSE] >= 90),
+    ("dense − probe", "≥ 20", lambda v: v[DENSE] - v[PROBE] >= 20),
+    ("dense − scratch", "≥ 15", lambda v: v[DENSE] - v[SCRATCH] >= 15),
 )
 
 
 def _calibration_values(cal: dict) -> dict[str, float]:
     v = cal["validation"]
-    return {"probe − blind": v["probe"] - v["blind"], "dense": v[DENSE], "dense − probe": v[DENSE] - v["probe"],
-            "dense − scratch": v[DENSE] - v["scratch"]}
+    return {"probe − blind": v[PROBE] - v["blind"], DENSE: v[DENSE], "dense − probe": v[DENSE] - v[PROBE],
+            "dense − scratch": v[DENSE] - v[SCRATCH]}
 
 
 def calibration_markdown(cal: dict) -> list[str]:
     """The rewind-point check of :func:`calibration` as two markdown tables."""
     v, t = cal["validation"], cal["test"]
     lines = ["Does the rewind point leave the task to learn? (issue 24's thresholds, checked on validation; "
-             f"seed means, points; seeds: probe {cal['seeds']['probe']}, scratch {cal['seeds']['scratch']}, "
+             f"seed means, points; seeds: probe {cal['seeds'][PROBE]}, scratch {cal['seeds'][SCRATCH]}, "
              f"dense {cal['seeds'][DENSE]})", "", "| predictor | validation | test |", "|---|---|---|"]
-    names = {"blind": "blind (best answer per question text)", "probe": "probe (rewind point frozen, fresh head)",
-             "scratch": "scratch (no pretraining)", DENSE: "dense fine-tune of the rewind point"}
+    names = {"blind": "blind (best answer per question text)", PROBE: "probe (rewind point frozen, fresh head)",
+             SCRATCH: "scratch (no pretraining)", DENSE: "dense fine-tune of the rewind point"}
     for key, label in names.items():
         lines.append(f"| {label} | {v[key]:.2f} | " + (f"{t[key]:.2f}" if t.get(key) is not None else "–") + " |")
     lines += ["", "| threshold | required | validation | met |", "|---|---|---|---|"]
@@ -237,8 +237,8 @@ def calibration_summary(cal: dict) -> str:
     v, values = cal["validation"], _calibration_values(cal)
     checks = "; ".join(f"{name} {values[name]:.2f} ({threshold}: {'met' if ok else 'NOT met'})"
                        for name, threshold, ok in cal["checks"])
-    return (f"rewind point check (validation, seed means): blind {v['blind']:.2f}, probe {v['probe']:.2f}, "
-            f"scratch {v['scratch']:.2f}, dense {v[DENSE]:.2f}; {checks}")
+    return (f"rewind point check (validation, seed means): blind {v['blind']:.2f}, probe {v[PROBE]:.2f}, "
+            f"scratch {v[SCRATCH]:.2f}, dense {v[DENSE]:.2f}; {checks}")
 
 
 def _valid_accuracy(row: dict) -> float:
@@ -249,7 +249,7 @@ def calibration(rows: list[dict], baselines: Optional[dict]) -> Optional[dict]:
     """Does the rewind point leave the task to learn? Seed means (points) of blind, probe, scratch and dense on
     validation (where the thresholds are checked) and test, and each threshold of :data:`CALIBRATION` met or
     not; None unless the store has all four."""
-    level0 = {sub: [r for r in rows if r["subnetwork"] == sub and r["level"] == 0] for sub in ("probe", "scratch", DENSE)}
+    level0 = {sub: [r for r in rows if r["subnetwork"] == sub and r["level"] == 0] for sub in (PROBE, SCRATCH, DENSE)}
     valid_blind = (split_baselines(baselines, "validation") or {}).get("blind", {}).get("accuracy")
     if not all(level0.values()) or valid_blind is None:
         return None

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     import torch
 
 DENSE = "dense"  # level 0: the fine-tuned rewind point, parent of every chain
+SCRATCH, PROBE = "scratch", "probe"  # the level-0 controls the report's rewind-point check reads
 DEFAULT = ("low", "high", "random")  # pruning.subnetworks when an experiment names none
 FRESH_INIT = "reinit"  # seed purpose of a control's fresh weights (kept: stores' reinit results depend on it)
 
@@ -311,10 +312,10 @@ register_criterion("random", _random, iterative=False, color="#2ca02c", marker="
                    scores="uniform keys seeded by (seed, level, tensor): smallest removed")
 register_control("reinit", mask_of="low", init=_fresh, color="#9467bd", marker="D", compare=("low", "random"),
                  start="fresh random weights (seeded by the trial) under the low chain's mask")
-register_control("scratch", mask_of=None, init=_fresh, color="#d62728", marker="x",
+register_control(SCRATCH, mask_of=None, init=_fresh, color="#d62728", marker="x",
                  start="fresh random weights, no mask, no pretraining: the dense model trained from scratch")
 # What the rewind point already solves (issue 24): its encoder frozen, only a fresh answer head trained.
-register_control("probe", mask_of=None, init=_as_loaded, color="#7f7f7f", marker="*", trains="head",
+register_control(PROBE, mask_of=None, init=_as_loaded, color="#7f7f7f", marker="*", trains="head",
                  start="the rewind point frozen; only a fresh answer head trains (training.probe_steps steps)")
 # The published code's subnetworks (docs/PAPER_CODE.md rows b, c) and the layer-matched control (issue 11).
 register_criterion("code_high", _follower("code_high"), iterative=False, follows="low", color="#ff9896", marker="s",

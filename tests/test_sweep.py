@@ -108,8 +108,8 @@ def test_report_matches_metrics_and_plot(sweep, tmp_path):
     again = tmp_path / "again.png"  # rendered from the metrics.json numbers and the baselines: the same pixels
     title = report_title(store)
     assert title == f"{exp.name} ({exp.hash})"  # the experiment names its figures, not the store directory
-    plot(load_rows(store), again, f"{title}: accuracy vs sparsity (mean, band ±1 std over seeds)",
-         load_baselines(store))
+    plot(load_rows(store), again, f"{title}: validation accuracy vs sparsity (mean, band ±1 std over seeds)",
+         load_baselines(store))  # no test split in the smoke task: the numbers are validation's
     assert np.array_equal(np.asarray(Image.open(again)), np.asarray(img))
 
 
