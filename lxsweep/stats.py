@@ -60,12 +60,15 @@ def mean_interval(values: Sequence[float]) -> Interval:
     return Interval(mean, mean - half, mean + half, n)
 
 
+def _paired(a: dict[int, float], b: dict[int, float]) -> list[float]:
+    """``a[s] - b[s]`` over the seeds ``s`` both have, in seed order."""
+    return [a[s] - b[s] for s in sorted(set(a) & set(b))]
+
+
 def paired_difference(a: dict[int, float], b: dict[int, float]) -> Optional[Interval]:
     """95% interval of ``a[s] - b[s]`` over the seeds ``s`` both have (None if they share none)."""
-    seeds = sorted(set(a) & set(b))
-    if not seeds:
-        return None
-    return mean_interval([a[s] - b[s] for s in seeds])
+    values = _paired(a, b)
+    return mean_interval(values) if values else None
 
 
 # -- tests: p-values, equivalence, multiple comparisons --------------------------------
@@ -138,10 +141,10 @@ class PairedTest:
 
 def paired_test(a: dict[int, float], b: dict[int, float]) -> Optional[PairedTest]:
     """:func:`paired_difference` with its p-value and 90% interval (None if the seeds share none)."""
-    diff = paired_difference(a, b)
-    if diff is None:
+    values = _paired(a, b)
+    if not values:
         return None
-    values = [a[s] - b[s] for s in sorted(set(a) & set(b))]
+    diff = mean_interval(values)
     if len(values) < 2:
         return PairedTest(diff, None, None, None)
     se = statistics.stdev(values) / math.sqrt(len(values))

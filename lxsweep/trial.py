@@ -178,6 +178,7 @@ def _final_metrics(exp: Experiment, key: TrialKey, store: Store, fit: Fit, mask:
     if report_:
         store.write_json(sparsity_path(key.name), report_)
     final = history[-1]
+    last_valid = {k: v for k, v in final.items() if k.startswith("accuracy")}
     return {
         "trial": key.name, "level": key.level, "subnetwork": key.subnetwork, "seed": key.seed,
         "target_sparsity": exp.sparsity(key.level),
@@ -185,10 +186,10 @@ def _final_metrics(exp: Experiment, key: TrialKey, store: Store, fit: Fit, mask:
         "sparsity_all": report_["sparsity_all_parameters"] if report_ else 0.0,
         # Measured on the trained weights: below `sparsity` when the mask was not enforced (pruned weights regrew).
         **({"trained_sparsity": fit.measured_sparsity()} if mask else {}),
-        **{k: v for k, v in (test or final).items() if k.startswith("accuracy")},
+        **({k: v for k, v in test.items() if k.startswith("accuracy")} if test is not None else last_valid),
         "evaluated_on": "valid" if test is None else "test",
         "evaluated_questions": len(fit.data.valid if test is None else fit.data.test),
-        **({"valid": {k: v for k, v in final.items() if k.startswith("accuracy")}} if test is not None else {}),
+        **({"valid": last_valid} if test is not None else {}),
         "best_accuracy": max(h["accuracy"] for h in history),  # over the epochs' validation
         "train_loss": final["train_loss"], "epochs": len(history), "steps": fit.step,
         "history": history, "child_masks": children, "weights": weights,

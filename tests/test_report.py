@@ -129,7 +129,7 @@ def test_calibration_checks_the_rewind_point_against_issue_24s_thresholds_on_val
     cal = calibration(rows, baselines)
     assert cal["validation"] == pytest.approx({"blind": 45.0, "probe": 56.0, "scratch": 71.0, "dense": 94.0})
     assert cal["test"]["dense"] == pytest.approx(93.0) and cal["test"]["blind"] == pytest.approx(44.0)
-    assert [ok for _, _, ok in cal["checks"]] == [True, True, True, True]
+    assert [ok for *_, ok in cal["checks"]] == [True, True, True, True]
     from lxsweep.report import calibration_summary
 
     assert "probe 56.00" in calibration_summary(cal) and "dense − scratch 23.00 (≥ 15: met)" in calibration_summary(cal)
