@@ -141,6 +141,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print("levels: " + ", ".join(f"L{lv['level']} {100 * lv['sparsity']:.1f}%" for lv in s["levels"]))
     print(f"fine-tunes: {s['fine_tunes']}  (a flat grid redoing each chain prefix: {s['naive_fine_tunes']})")
     print(f"critical path: {s['critical_path']} fine-tunes in sequence")
+    if exp.search.mode == "frontier":
+        from lxsweep.frontier import questions
+
+        print(f"search: frontier — runs only the trials among these that decide where {', '.join(questions(exp))} "
+              f"stop matching dense (±{100 * exp.search.margin:g} points), chosen as results arrive; the costs below "
+              f"are the full grid's, an upper bound (docs/EXPERIMENT.md#frontier-search)")
     if "makespan_fine_tunes" in s:
         print(f"with {exp.resources.max_concurrent_trials} concurrent trials: {s['makespan_fine_tunes']:.0f} fine-tune durations end to end")
     if "gpu_hours" in s:

@@ -203,6 +203,24 @@ class TrackingConfig:
 
 
 @dataclass
+class SearchConfig:
+    """Which of the grid's trials run (lxsweep/frontier.py). Selection only: a frontier study and the full grid
+    share one store, so either extends the other."""
+
+    # grid: every trial; frontier: only the trials that decide where each subnetwork stops matching dense and
+    # where the ticket collapses, chosen level by level from the validation accuracies of the trials done so far.
+    mode: Literal["grid", "frontier"] = "grid"
+    margin: float = 0.02  # "matches dense": the paired interval of (subnetwork - dense) inside ±margin
+    confidence: float = 0.95  # of each one-sided test (the two-sided interval read is 1 - 2 (1 - confidence))
+    collapse: float = 0.10  # the ticket has collapsed where it is decidedly more than this below dense
+    min_seeds: int = 2  # seeds each decision starts with (a paired interval needs two)
+    max_seeds: Optional[int] = None  # seeds a decision may grow to while its interval straddles; None: all seeds
+    # The subnetworks asked "up to which level do you match dense?"; None: the ticket and every wanted subnetwork
+    # the registry compares with dense (lxsweep/subnetworks.py `compare`).
+    subnetworks: Optional[list[str]] = None
+
+
+@dataclass
 class Experiment:
     name: str = selects("experiment")
     storage: str = selects("runs")  # local path, NFS path or s3:// / gs:// URI; the store lives under it
@@ -214,6 +232,7 @@ class Experiment:
     rewind: RewindConfig = field(default_factory=RewindConfig)
     resources: ResourcesConfig = selects(default_factory=ResourcesConfig)
     tracking: TrackingConfig = selects(default_factory=TrackingConfig)
+    search: SearchConfig = selects(default_factory=SearchConfig)
     # Modules imported wherever an experiment is built (driver and every Ray worker), before validation:
     # they may register criteria, controls or trackers. Not hashed: what they add is selected by other keys.
     plugins: list[str] = selects(default_factory=list)
@@ -699,6 +718,7 @@ def _validate(exp: Experiment, where: str) -> None:
     if exp.rewind.to == "pretrained" and exp.rewind.step != 0:
         raise ConfigError(f"{where}: rewind.step: {exp.rewind.step} has no effect with rewind.to: pretrained — "
                           f"set rewind.to: step to rewind to the dense fine-tune's step {exp.rewind.step}, or drop rewind.step")
+    _check_search(exp, where)
     if r.workers_per_trial < 1:
         fail("resources.workers_per_trial", r.workers_per_trial, "an integer >= 1")
     if r.gpus_per_worker < 0:
@@ -780,6 +800,37 @@ def _check_bounds(fail: Callable[[str, Any, str], None], prefix: str, section: A
         value = getattr(section, name)
         if not ok(value):
             fail(f"{prefix}.{name}", value, expected)
+
+
+def _check_search(exp: Experiment, where: str) -> None:
+    """search.*: bounds, seeds the experiment has, and subnetworks the grid trains."""
+    s = exp.search
+
+    def fail(key: str, value: Any, expected: str) -> None:
+        raise ConfigError(f"{where}: search.{key}: {_show(value)} is out of range — expected {expected}")
+
+    if not 0.0 < s.margin < 1.0:
+        fail("margin", s.margin, "a fraction of accuracy in (0, 1), e.g. 0.02 for 2 points")
+    if not 0.5 < s.confidence < 1.0:
+        fail("confidence", s.confidence, "a probability in (0.5, 1), e.g. 0.95")
+    if not 0.0 < s.collapse <= 1.0:
+        fail("collapse", s.collapse, "a fraction of accuracy in (0, 1], e.g. 0.10 for 10 points")
+    if s.mode != "frontier":
+        return
+    if len(exp.seeds) < 2:
+        raise ConfigError(f"{where}: search.mode: frontier needs at least two seeds (its decisions are paired "
+                          f"intervals over seeds); seeds is {exp.seeds} — add seeds, or use search.mode: grid")
+    if not 2 <= s.min_seeds <= len(exp.seeds):
+        fail("min_seeds", s.min_seeds, f"an integer in 2..{len(exp.seeds)} (the experiment's {len(exp.seeds)} seeds)")
+    if s.max_seeds is not None and not s.min_seeds <= s.max_seeds <= len(exp.seeds):
+        fail("max_seeds", s.max_seeds, f"an integer in {s.min_seeds}..{len(exp.seeds)} (search.min_seeds to the "
+                                       f"number of seeds), or null for all")
+    for i, name in enumerate(s.subnetworks or []):
+        if name not in exp.pruning.subnetworks:
+            raise ConfigError(f"{where}: search.subnetworks[{i}]: {name!r} is not in pruning.subnetworks "
+                              f"{exp.pruning.subnetworks} — the search only chooses among the grid's trials")
+    if s.subnetworks is not None and (not s.subnetworks or len(set(s.subnetworks)) != len(s.subnetworks)):
+        fail("subnetworks", s.subnetworks, "distinct subnetworks, at least one, or null for the default questions")
 
 
 def _check_replay(exp: Experiment, where: str) -> None:

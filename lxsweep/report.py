@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from lxsweep import subnetworks
+from lxsweep.frontier import valid_accuracy
 from lxsweep.stats import holm, paired_test, proportion_se
-from lxsweep.store import (EXPERIMENT_FILE, TRIALS_DIR, CorruptStoreFile, Store, metrics_path, read_metrics,
-                           report_path, sparsity_path)
+from lxsweep.store import (EXPERIMENT_FILE, SEARCH_FILE, TRIALS_DIR, CorruptStoreFile, Store, metrics_path,
+                           read_metrics, report_path, sparsity_path)
 from lxsweep.subnetworks import DENSE, PROBE, SCRATCH
 
 ACCURACY_COLUMNS = ("accuracy", "accuracy_yesno", "accuracy_number", "accuracy_other")
@@ -235,10 +236,6 @@ def calibration_summary(cal: dict) -> str:
             f"scratch {v[SCRATCH]:.2f}, dense {v[DENSE]:.2f}; {checks}")
 
 
-def _valid_accuracy(row: dict) -> float:
-    return row["valid"]["accuracy"] if row.get("evaluated_on") == "test" else row["accuracy"]
-
-
 def calibration(rows: list[dict], baselines: Optional[dict]) -> Optional[dict]:
     """Does the rewind point leave the task to learn? Seed means (points) of blind, probe, scratch and dense on
     validation (where the thresholds are checked) and test, and each threshold of :data:`CALIBRATION` met or
@@ -251,7 +248,7 @@ def calibration(rows: list[dict], baselines: Optional[dict]) -> Optional[dict]:
     out: dict = {"validation": {"blind": 100 * valid_blind}, "test": {"blind": None if test_blind is None else 100 * test_blind},
                  "seeds": {sub: len(rs) for sub, rs in level0.items()}}
     for sub, rs in level0.items():
-        out["validation"][sub] = 100 * statistics.fmean(_valid_accuracy(r) for r in rs)
+        out["validation"][sub] = 100 * statistics.fmean(valid_accuracy(r) for r in rs)
         tests = [r["accuracy"] for r in rs if r.get("evaluated_on") == "test"]
         out["test"][sub] = 100 * statistics.fmean(tests) if len(tests) == len(rs) else None
     out["checks"] = []
@@ -384,8 +381,30 @@ def _label(metric: str) -> str:
     return PANELS.get(metric, metric[len("accuracy_"):])
 
 
+def frontier_markdown(exp, rows: list[dict], recorded: Optional[dict] = None) -> list[str]:
+    """Where each subnetwork asked about stops matching dense, and where the ticket collapses (lxsweep/frontier.py's
+    :func:`~lxsweep.frontier.answers`, the same for a full grid and a frontier search), on the reported split."""
+    from lxsweep.frontier import answers, describe
+
+    found = answers(exp, rows)
+    if not found:
+        return []
+    s = exp.search
+    lines = [f"Where each subnetwork stops matching dense ({evaluated_on(rows)} split, every seed a level has; "
+             f"\"matches\": the {100 * (2 * s.confidence - 1):g}% interval of the paired difference inside "
+             f"±{100 * s.margin:g} points; \"collapses\": its upper end more than {100 * s.collapse:g} points below "
+             f"dense; `search.*` sets these):", ""]
+    lines += [f"- {describe(exp, a, exp.sparsity)}" for a in found]
+    if recorded and recorded.get("mode") == "frontier":
+        lines += ["", f"Chosen by frontier search: {len(recorded.get('chosen', []))} of the grid's "
+                  f"{recorded.get('grid_trials', '?')} trials (`search.json` lists each with why). Its choices read "
+                  f"validation accuracy; a trial was chosen before its own result existed and never dropped."]
+    return lines
+
+
 def to_markdown(rows: list[dict], title: str, baselines: Optional[dict] = None,
-                sparsity: Optional[dict[str, dict]] = None, nominal: Optional[list[float]] = None) -> str:
+                sparsity: Optional[dict[str, dict]] = None, nominal: Optional[list[float]] = None,
+                frontier: Optional[list[str]] = None) -> str:
     agg = aggregate(rows)
     kinds = kind_columns(rows)
     metrics = [m for m in (*ACCURACY_COLUMNS, *kinds) if any(m in r for r in rows)]
@@ -436,6 +455,8 @@ def to_markdown(rows: list[dict], title: str, baselines: Optional[dict] = None,
             lines.append(f"| {c['a']} − {c['b']} | {c['level']} | {100 * c['sparsity']:.1f} | "
                          + (f"**{text}**" if c["diff"].excludes_zero else text)
                          + f" | {_p(c['p'])} | {_p(c['p_holm'])} | {eq} |")
+    if frontier:
+        lines += ["", *frontier]
     tol = tolerance_table(rows)
     if tol:
         lines += ["", "Largest sparsity whose mean accuracy stays within 1 / 3 points of dense's mean:", "",
@@ -695,6 +716,19 @@ def report_nominal(store: Store) -> list[float]:
         return []
 
 
+def _frontier_section(store: Store, rows: list[dict]) -> list[str]:
+    """:func:`frontier_markdown` for the store's experiment (nothing when it cannot be read: a warning was given)."""
+    from lxsweep.config import read_experiment
+    from lxsweep.errors import ConfigError
+
+    try:
+        exp = read_experiment(store)
+        recorded = store.read_json(SEARCH_FILE) if store.exists(SEARCH_FILE) else None
+    except (ConfigError, CorruptStoreFile):
+        return []
+    return frontier_markdown(exp, rows, recorded if isinstance(recorded, dict) else None)
+
+
 def _import_plugins(store: Store, warn: Callable[[str], None] = _stderr) -> None:
     """Import the plugins the store's experiment names, so their subnetworks' comparisons and styles are known.
 
@@ -747,7 +781,8 @@ def write_report(store: Store, nominal: Optional[list[float]] = None, trials: Op
     csv_name, md_name, png_name, curves_name, where_name = REPORT_FILES
     written = [put(csv_name, to_csv(rows).encode()),
                put(md_name, to_markdown(rows, title, baselines, sparsity,
-                                        report_nominal(store) if nominal is None else nominal).encode())]
+                                        report_nominal(store) if nominal is None else nominal,
+                                        _frontier_section(store, rows) if store.exists(EXPERIMENT_FILE) else None).encode())]
     with tempfile.TemporaryDirectory() as tmp:
         split = evaluated_on(rows)
         figures = [(png_name, lambda p: plot(rows, p, f"{title}: {split} accuracy vs sparsity (mean, band ±1 std over "

@@ -17,7 +17,7 @@ from typing import Callable, Optional
 
 from lxsweep.config import read_experiment
 from lxsweep.plan import Plan, TrialKey
-from lxsweep.store import (STALE_SECONDS, TRIALS_DIR, CorruptStoreFile, Store, attempt_started, attempts_dir,
+from lxsweep.store import (SEARCH_FILE, STALE_SECONDS, TRIALS_DIR, CorruptStoreFile, Store, attempt_started, attempts_dir,
                            failed_path, metrics_path, read_metrics)
 from lxsweep import subnetworks
 from lxsweep.subnetworks import DENSE
@@ -127,16 +127,35 @@ def best_ticket(done: dict[TrialKey, dict], dense_seed: Callable[[int], int] = l
     return max(ok, key=lambda m: (m["sparsity"], m["accuracy"]), default=None)
 
 
-def remaining_seconds(plan: Plan, snap: Snapshot, slots: int) -> Optional[float]:
-    """Mean trial time × max(remaining critical path, remaining trials / slots)."""
+def remaining_seconds(plan: Plan, snap: Snapshot, slots: int, among: Optional[set[TrialKey]] = None) -> Optional[float]:
+    """Mean trial time × max(remaining critical path, remaining trials / slots); ``among``: only these trials
+    (a frontier search's chosen ones; their chain below them is chosen with them)."""
     if not snap.done:
         return None
     mean = statistics.fmean(m["duration_s"] for m in snap.done.values())
-    left = [k for k in plan.trials if k not in snap.done and k not in snap.skipped and k not in snap.failed]
+    left = [k for k in plan.trials if k not in snap.done and k not in snap.skipped and k not in snap.failed
+            and (among is None or k in among)]
     if not left:
         return 0.0
-    path = max(plan.height[k] for k in left)
+    path = 1 if among is not None else max(plan.height[k] for k in left)
     return mean * max(path, len(left) / max(1, slots))
+
+
+def _frontier_lines(store: Store, plan: Plan, snap: Snapshot, warn: Callable[[str], None]) -> Optional[tuple[set[str], list[str]]]:
+    """A frontier search's chosen trials (search.json) and one line per answer so far; None for a grid."""
+    from lxsweep.frontier import choose, describe
+
+    exp = plan.exp
+    if exp.search.mode != "frontier":
+        return None
+    try:
+        recorded = store.read_json(SEARCH_FILE) if store.exists(SEARCH_FILE) else {}
+        chosen = {c["trial"] for c in recorded.get("chosen", [])}
+    except (CorruptStoreFile, AttributeError, KeyError, TypeError) as exc:
+        warn(f"lxsweep: warning: skipped {store.path(SEARCH_FILE)}: unreadable ({exc}); the next launch rewrites it")
+        chosen = set()
+    _, answers = choose(exp, snap.done.values())
+    return chosen, [describe(exp, a, exp.sparsity) for a in answers]
 
 
 def status_lines(store: Store, plan: Plan, slots: Optional[int] = None, now: Optional[float] = None,
@@ -144,14 +163,24 @@ def status_lines(store: Store, plan: Plan, slots: Optional[int] = None, now: Opt
     now = now or time.time()
     snap = snapshot(store, plan, now, warn)
     n = len(plan.trials)
+    frontier = _frontier_lines(store, plan, snap, warn)
+    chosen, answers = frontier if frontier is not None else (None, [])
+    if chosen is not None:  # a frontier search waits only for what it has chosen; more may be chosen later
+        snap.waiting = [k for k in snap.waiting if k.name in chosen]
     dead = f"{len(snap.dead)} dead, " if snap.dead else ""
     unreadable = f", {len(snap.unreadable)} unreadable" if snap.unreadable else ""
-    lines = [f"{plan.exp.name} ({plan.exp.hash}): {len(snap.done)}/{n} done, {len(snap.running)} running, {dead}"
+    done = (f"{len(snap.done)}/{n} done" if chosen is None
+            else f"frontier search: {sum(k.name in chosen for k in snap.done)} done of {len(chosen)} chosen so far "
+                 f"(the grid has {n})")
+    lines = [f"{plan.exp.name} ({plan.exp.hash}): {done}, {len(snap.running)} running, {dead}"
              f"{len(snap.waiting)} waiting, {len(snap.failed)} failed, {len(snap.skipped)} skipped{unreadable}"]
     if snap.started_at:
-        left = remaining_seconds(plan, snap, slots or max(1, len(snap.running)))
-        eta = f", about {_fmt(left)} left" if left is not None and (snap.running or snap.waiting) else ""
+        among = None if chosen is None else {k for k in plan.trials if k.name in chosen}
+        left = remaining_seconds(plan, snap, slots or max(1, len(snap.running)), among)
+        eta = (f", about {_fmt(left)} left" + ("" if chosen is None else " for those chosen")
+               if left is not None and (snap.running or snap.waiting) else "")
         lines.append(f"elapsed {_fmt(now - snap.started_at)}{eta}")
+    lines += answers
     ticket = best_ticket(snap.done, plan.exp.dense_seed)
     if ticket:
         lines.append(f"best ticket: {ticket['trial']} at {100 * ticket['sparsity']:.1f}% sparsity, "

@@ -21,11 +21,12 @@ from typing import Any, Callable, Optional
 from ray.tune import Callback
 
 from lxsweep.config import ConfigError, Experiment, from_record, write_experiment
+from lxsweep.errors import CorruptStoreFile
 from lxsweep.hooks import TrialHook, numbers
 from lxsweep.plan import Plan, TrialKey
 from lxsweep.status import status_lines
-from lxsweep.store import (RAY_DIR, Store, driver_path, failed_path, finished_trials, metrics_path, node_path,
-                           refuse_unreadable)
+from lxsweep.store import (RAY_DIR, SEARCH_FILE, Store, driver_path, failed_path, finished_trials, metrics_path,
+                           node_path, refuse_unreadable)
 
 DRIVER_RESOURCE = "driver_slot"
 STATUS_SECONDS = 10.0
@@ -157,13 +158,29 @@ def _make_searcher(plan: Plan, store: Store, base_config: dict):
             self.running: dict[str, TrialKey] = {}
             self.failed: dict[TrialKey, str] = {}
             self.skipped: set[TrialKey] = set()
+            # search.mode frontier: only the trials lxsweep/frontier.py has chosen from the results so far.
+            self.chosen: Optional[set[TrialKey]] = None
+            if plan.exp.search.mode == "frontier":
+                self._choose()
+
+        def _choose(self) -> None:
+            from lxsweep.frontier import choose, record
+            from lxsweep.report import load_rows
+
+            grid = set(plan.trials)
+            want, answers = choose(plan.exp, load_rows(store))
+            want = {k: why for k, why in want.items() if k in grid}
+            previous = store.read_json(SEARCH_FILE) if store.exists(SEARCH_FILE) else None
+            if self.chosen is None or set(want) - self.chosen:
+                store.write_json(SEARCH_FILE, record(previous, plan.exp, want, answers, len(grid), time.time()))
+            self.chosen = (self.chosen or set()) | set(want)
 
         def set_search_properties(self, metric, mode, config, **spec) -> bool:
             return True
 
         def suggest(self, trial_id: str) -> Any:
             blocked = self.done | set(self.running.values()) | set(self.failed) | self.skipped
-            ready = plan.ready(self.done, blocked)
+            ready = [k for k in plan.ready(self.done, blocked) if self.chosen is None or k in self.chosen]
             if not ready:
                 return None if self.running else Searcher.FINISHED
             key = ready[0]
@@ -176,6 +193,8 @@ def _make_searcher(plan: Plan, store: Store, base_config: dict):
                 return
             if not error and store.exists(metrics_path(key.name)):
                 self.done.add(key)
+                if self.chosen is not None:
+                    self._choose()
                 return
             self.failed[key] = "error" if error else "no metrics.json"
             # Now, not when the launch ends: `lxsweep status` on the running sweep shows it (and its skipped descendants).
@@ -341,8 +360,16 @@ def launch(exp: Experiment, address: Optional[str] = None, resume: bool = False,
     store = Store.for_experiment(exp)
     plan = Plan(exp)
     refuse_unreadable(store)  # a corrupt metrics.json is neither done nor to be overwritten: the user decides
+    if exp.search.mode == "frontier" and store.exists(SEARCH_FILE):
+        try:
+            store.read_json(SEARCH_FILE)
+        except CorruptStoreFile as exc:  # the record of why each trial was chosen: not overwritten unasked
+            raise ConfigError(f"{exc.path}: {exc.why} — it is left untouched; move it aside and re-launch: the "
+                              f"choices are re-derived from the trials' results (only when each was made is lost)") from None
     write_experiment(store, exp)
-    print(f"lxsweep: {exp.name} ({exp.hash}): {plan.fine_tunes} trials, critical path {plan.critical_path}; store {store.root}")
+    grid = (f"{plan.fine_tunes} trials" if exp.search.mode == "grid" else
+            f"frontier search over the grid's {plan.fine_tunes} trials (its choices: {store.path(SEARCH_FILE)})")
+    print(f"lxsweep: {exp.name} ({exp.hash}): {grid}, critical path {plan.critical_path}; store {store.root}")
     _connect(address, exp)
     try:
         rewind_point(exp, store, log=lambda s: print(f"lxsweep: {s}"))  # once, before trials race for it

@@ -172,6 +172,16 @@ SET_CASES = [
     ("pretrained missing", ["model.pretrained=./no/such/model"], "model.pretrained"),
     ("pretrained not hub", ["model.pretrained=a/b/c"], "model.pretrained"),
     ("tokenizer missing", ["model.tokenizer=./no/such/tok"], "model.tokenizer"),
+    ("search mode", ["search.mode=frontiers"], "search.mode"),
+    ("frontier with one seed", ["search.mode=frontier"], "needs at least two seeds"),
+    ("frontier min seeds", ["seeds=[0, 1]", "search.mode=frontier", "search.min_seeds=3"], "search.min_seeds"),
+    ("frontier max seeds", ["seeds=[0, 1, 2]", "search.mode=frontier", "search.max_seeds=1"], "search.max_seeds"),
+    ("frontier margin", ["search.margin=2"], "search.margin"),
+    ("frontier confidence", ["search.confidence=95"], "search.confidence"),
+    ("frontier collapse", ["search.collapse=0"], "search.collapse"),
+    ("frontier asks outside the grid", ["seeds=[0, 1]", "search.mode=frontier", "search.subnetworks=[reinit]"],
+     "search.subnetworks[0]"),
+    ("frontier asks twice", ["seeds=[0, 1]", "search.mode=frontier", "search.subnetworks=[low, low]"], "search.subnetworks"),
 ]
 
 
@@ -379,3 +389,18 @@ def test_the_same_questions_in_two_splits(world, capsys):
     f = world["files"]
     args = [*prepare_with(world, f["features"]), "--split", "minival", str(f["train_questions"]), str(f["train_annotations"])]
     check(world, capsys, args, ["split minival's questions", "given twice"])
+
+
+def test_a_damaged_search_record_stops_a_frontier_launch_before_ray(world, capsys):
+    from lxsweep.config import load_experiment
+    from lxsweep.store import SEARCH_FILE, Store
+
+    store = Store.for_experiment(load_experiment(SMOKE, [f"storage={world['runs']}"]))
+    record = Path(store.path(SEARCH_FILE))
+    record.write_text('{"chosen": [')
+    try:
+        check(world, capsys, ["launch", str(SMOKE), "--set", f"storage={world['runs']}", "--set", "seeds=[0, 1]",
+                              "--set", "search.mode=frontier"], [str(record), "move it aside", "re-derived"])
+        assert record.read_text() == '{"chosen": ['  # left as it was
+    finally:
+        record.unlink()

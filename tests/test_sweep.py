@@ -85,6 +85,26 @@ def test_relaunch_skips_finished_trials(sweep):
     assert {n: len(store.listdir(f"trials/{n}/attempts")) for n in store.listdir("trials")} == before
 
 
+def test_a_frontier_search_extends_a_finished_grid_running_only_its_choices(sweep, tmp_path):
+    import shutil
+
+    exp, store, _ = sweep
+    shutil.copytree(store.root, tmp_path / Path(store.root).name, ignore=shutil.ignore_patterns("ray", "wandb"))
+    sets = ("seeds=[0,1]", "pruning.levels=1", "search.mode=frontier", "search.subnetworks=[low]", "tracking.backend=none")
+    before = {n: len(store.listdir(f"trials/{n}/attempts")) for n in store.listdir("trials")}
+    proc = launch(tmp_path, *sets)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "frontier search over the grid's 6 trials" in proc.stdout  # dense, low, high, random at level 1, 2 seeds
+    copy = Store.for_experiment(experiment(tmp_path, *sets))
+    chosen = {c["trial"]: c["why"] for c in copy.read_json("search.json")["chosen"]}
+    ran = {n for n in copy.listdir("trials") if n.endswith("-s1")}
+    assert ran == {"dense-L0-s1", "low-L1-s1"} == {n for n in chosen if n.endswith("-s1")}  # only its choices
+    assert chosen["low-L1-s1"] == "does the ticket match dense at level 1"
+    assert {n: len(copy.listdir(f"trials/{n}/attempts")) for n in before} == before  # seed 0's grid reused
+    md = Path(copy.path("report/results.md")).read_text()
+    assert "Where each subnetwork stops matching dense" in md and "Chosen by frontier search: 4 of the grid's 6" in md
+
+
 def test_report_matches_metrics_and_plot(sweep, tmp_path):
     from PIL import Image
 
