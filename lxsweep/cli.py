@@ -144,9 +144,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if exp.search.mode == "frontier":
         from lxsweep.frontier import questions
 
-        print(f"search: frontier — runs only the trials among these that decide where {', '.join(questions(exp))} "
-              f"stop matching dense (±{100 * exp.search.margin:g} points), chosen as results arrive; the costs below "
-              f"are the full grid's, an upper bound (docs/EXPERIMENT.md#frontier-search)")
+        print(f"search: frontier — runs only the trials among these that decide, for each of "
+              f"{', '.join(questions(exp))}, where it stops matching dense (±{100 * exp.search.margin:g} points), "
+              f"chosen as results arrive; the costs below are the full grid's, an upper bound "
+              f"(docs/EXPERIMENT.md#frontier-search)")
     if "makespan_fine_tunes" in s:
         print(f"with {exp.resources.max_concurrent_trials} concurrent trials: {s['makespan_fine_tunes']:.0f} fine-tune durations end to end")
     if "gpu_hours" in s:

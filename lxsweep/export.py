@@ -155,8 +155,15 @@ def trial_model(store: Store, trial: str, log: Callable[[str], None] = print) ->
     except ValueError:
         key = None
     if key is None or not store.exists(metrics_path(trial)):
-        done = ", ".join(sorted(finished_trials(store))) or "none"
-        raise ExportError(f"{store.root}: no finished trial {trial!r} — pick one of: {done}")
+        finished = sorted(finished_trials(store))
+        if not finished:
+            raise ExportError(f"{store.root}: no finished trial {trial!r} — the store has none yet; launch the "
+                              f"experiment or run `lxsweep trial` first")
+        import difflib
+
+        near = difflib.get_close_matches(trial[:200], finished, n=3, cutoff=0.5) or finished[:3]
+        raise ExportError(f"{store.root}: no finished trial {trial[:200]!r} — pick one of the {len(finished)} "
+                          f"finished ones (`lxsweep status {store.root}`), e.g. {', '.join(near)}")
     if not store.exists(weights_path(trial)):
         raise ExportError(f"{store.root}: trial {trial} kept no weights (training.keep_weights was "
                           f"{exp.training.keep_weights!r}) — re-run it with `lxsweep trial ... --set "
