@@ -242,15 +242,35 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     store = _store_from_arg(args.target, args.overrides)
     try:
-        done = export_trial(store, args.trial, args.out, log=log_line)
+        done = export_trial(store, args.trial, args.out, log=log_line, shrink=args.shrink)
     except ExportError as exc:
         raise UserError(str(exc)) from None
     mb = lambda n: f"{n / 1e6:.2f} MB"
-    print(f"wrote {done.out}: {args.trial}, {done.pruned} weights pruned ({done.zeros} zeros in scope); "
-          f"load it with LxmertForQuestionAnswering.from_pretrained({str(done.out)!r})")
+    load = (f"AutoModelForQuestionAnswering.from_pretrained({str(done.out)!r}, trust_remote_code=True)" if args.shrink
+            else f"LxmertForQuestionAnswering.from_pretrained({str(done.out)!r})")
+    print(f"wrote {done.out}: {args.trial}, {done.pruned} weights pruned ({done.zeros} zeros in scope"
+          f"{'; whole heads and neurons removed from the model' if args.shrink else ''}); load it with {load}")
     print(f"size on disk: dense {done.model_file.name} {mb(done.dense_bytes)}, sparse {done.sparse_file.name} "
           f"{mb(done.sparse_bytes)} ({done.sparse_bytes / done.dense_bytes:.2f}x); "
           f"back to dense: lxsweep.export.load_sparse({str(done.sparse_file)!r})")
+    return 0
+
+
+def cmd_latency(args: argparse.Namespace) -> int:
+    from lxsweep.latency import measure
+
+    store = _store_from_arg(args.target, args.overrides)
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {args.device}: no CUDA device here — use --device cpu, or run it on a GPU node")
+    entry = measure(store, batch=args.batch, reps=args.reps, device=args.device, log=print)
+    if not entry["trials"]:
+        raise UserError(f"{store.root}: no finished trial kept its weights (training.keep_weights), so none can be "
+                        f"timed — launch with training.keep_weights=all")
+    print(f"wrote {store.path('latency.json')}: {len(entry['trials'])} trials on {entry['device']}, batch "
+          f"{args.batch}; `lxsweep report {store.root}` draws accuracy against it")
     return 0
 
 
@@ -483,8 +503,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="a store directory/URI or an experiment file")
     p.add_argument("--trial", required=True, help="a finished trial of the store, e.g. low-L2-s0")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="new or empty directory to write")
+    p.add_argument("--shrink", action="store_true", help="remove the heads and feed-forward neurons the mask removes "
+                   "whole (a structured ticket): a physically smaller model")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=cmd_export)
+
+    p = _parser(sub, "latency", "each finished trial's inference latency against dense on this device (shrunk where "
+                "its mask removes whole heads or neurons), into the store's latency.json for the report",
+                "lxsweep latency runs/demo-<hash> --batch 32")
+    p.add_argument("target", help="a store directory/URI or an experiment file")
+    p.add_argument("--batch", type=int, default=32, help="questions per forward pass (default 32)")
+    p.add_argument("--reps", type=int, default=20, help="timed passes of each trial and of its dense trial")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_latency)
 
     p = _parser(sub, "predict", "a trial's answers for a prepared split as official results JSON (for the VQA server)",
                 "lxsweep predict runs/paper-<hash> --trial low-L5-s0 --data data/vqa --split test-dev --out results.json")

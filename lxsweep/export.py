@@ -182,13 +182,18 @@ def trial_model(store: Store, trial: str, log: Callable[[str], None] = print) ->
     return TrialModel(exp, key, store.read_json(metrics_path(trial)), stored, model.eval(), tokenizer, answers)
 
 
-def export_trial(store: Store, trial: str, out: str | Path, log: Callable[[str], None] = print) -> Exported:
+def export_trial(store: Store, trial: str, out: str | Path, log: Callable[[str], None] = print,
+                 shrink: bool = False) -> Exported:
     """Write trial ``trial``'s subnetwork as a ``save_pretrained`` directory plus ``sparse.safetensors``.
 
     The model is float32 (the kept float16/bfloat16 values cast exactly), so
     it loads and scores the same everywhere; the sparse form keeps the stored
-    dtype. Raises :class:`ExportError` for an unfinished trial, missing
-    weights or a non-empty ``out``.
+    dtype. ``shrink``: the heads and feed-forward neurons the mask removes whole
+    are removed from the model, not zeroed (lxsweep/shrunk_lxmert.py, copied
+    beside it and named in ``config.json``'s ``auto_map``), so the files and the
+    matrix products are smaller. Raises :class:`ExportError` for an unfinished
+    trial, missing weights, a non-empty ``out``, or ``shrink`` on a mask that
+    removes no whole unit.
     """
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -210,14 +215,91 @@ def export_trial(store: Store, trial: str, out: str | Path, log: Callable[[str],
         "provenance": provenance(store, trial),
     }
     tm.model.config.lxsweep = card  # saved into config.json beside the model's own keys
+    from lxsweep.masks import heads_of
+
+    heads = heads_of(tm.model)
+    shrunk = shrink_model(tm.model, mask, trial) if shrink else None
+    if shrunk is not None:
+        card["shrunk"] = {"heads_removed": sum(heads - len(b["keep"]) for b in shrunk.get("heads", [])),
+                          "neurons_removed": sum(mask[b["inter"] + ".weight"].shape[0] - len(b["keep"])
+                                                 for b in shrunk.get("neurons", [])),
+                          "parameters": sum(p.numel() for p in tm.model.parameters())}
+        tm.model.config.lxsweep = card
     out.mkdir(parents=True, exist_ok=True)
     tm.model.save_pretrained(str(out))
     tm.tokenizer.save_pretrained(str(out))
+    if shrunk is not None:
+        import shutil
+
+        from lxsweep import shrunk_lxmert
+
+        shutil.copyfile(shrunk_lxmert.__file__, out / SHRUNK_MODULE)
     sparse_file = out / SPARSE_FILE
-    save_sparse(stored, mask, sparse_file, {"trial": trial, "provenance": json.dumps(card["provenance"])})
+    state = tm.model.state_dict() if shrunk is not None else stored
+    left = shrunk_mask(mask, shrunk, heads) if shrunk is not None else mask
+    save_sparse(state, left, sparse_file, {"trial": trial, "provenance": json.dumps(card["provenance"])})
     result = Exported(out, out / "model.safetensors", sparse_file, zeros, pruned)
     (out / "README.md").write_text(model_card(card, result))
     return result
+
+
+SHRUNK_MODULE = "shrunk_lxmert.py"
+
+
+def shrink_model(model: "LxmertForQuestionAnswering", mask: Mapping[str, torch.Tensor], trial: str) -> dict:
+    """Remove from ``model`` (in place) the heads and neurons ``mask`` removes whole; record how in its config
+    (``shrunk``, ``auto_map``, ``architectures``) so ``from_pretrained`` rebuilds it; returns the spec."""
+    from lxsweep.masks import heads_of
+    from lxsweep.shrunk_lxmert import apply_shrink
+
+    spec = pruning.shrink_spec(dict(mask), heads_of(model))
+    if not spec:
+        raise ExportError(f"trial {trial}: its mask removes no whole attention head or feed-forward neuron, so "
+                          f"--shrink has nothing to take out — export a structured ticket (subnetworks heads, "
+                          f"neurons, structured), or drop --shrink")
+    apply_shrink(model, spec)
+    model.config.shrunk = spec
+    model.config.architectures = ["LxmertShrunkForQuestionAnswering"]
+    model.config.auto_map = {"AutoModelForQuestionAnswering": "shrunk_lxmert.LxmertShrunkForQuestionAnswering",
+                             "AutoModel": "shrunk_lxmert.LxmertShrunkForQuestionAnswering"}
+    return spec
+
+
+def shrunk_mask(mask: Mapping[str, torch.Tensor], spec: dict, heads: int) -> dict[str, torch.Tensor]:
+    """``mask`` without the rows and columns ``spec`` removes: what is left of it on the shrunk model's tensors."""
+    out = dict(mask)
+
+    def keep(name: str, dim: int, index: torch.Tensor) -> None:
+        out[name] = out[name].index_select(dim, index)
+
+    for block in spec.get("heads", []):
+        size = out[f"{block['attention']}.query.weight"].shape[0] // heads
+        rows = torch.tensor([h * size + i for h in block["keep"] for i in range(size)], dtype=torch.long)
+        for part in ("query", "key", "value"):
+            keep(f"{block['attention']}.{part}.weight", 0, rows)
+        keep(f"{block['output']}.weight", 1, rows)
+    for block in spec.get("neurons", []):
+        index = torch.tensor(block["keep"], dtype=torch.long)
+        keep(f"{block['inter']}.weight", 0, index)
+        keep(f"{block['output']}.weight", 1, index)
+    return out
+
+
+def _use(card: dict) -> str:
+    """The model card's loading snippet: the stock class, or the shrunk one (it ships beside the weights)."""
+    load = "LxmertForQuestionAnswering.from_pretrained(DIR)"
+    head = "from transformers import AutoTokenizer, LxmertForQuestionAnswering"
+    note = ""
+    if card.get("shrunk"):
+        sh = card["shrunk"]
+        load = "AutoModelForQuestionAnswering.from_pretrained(DIR, trust_remote_code=True)"
+        head = "from transformers import AutoModelForQuestionAnswering, AutoTokenizer"
+        note = (f"Shrunk: {sh['heads_removed']} attention heads and {sh['neurons_removed']} feed-forward neurons "
+                f"removed, not zeroed ({sh['parameters']} parameters left); `{SHRUNK_MODULE}` (torch and "
+                f"transformers only) builds the narrower layers, named in `config.json`'s `auto_map`.\n\n")
+    return (f"{note}```python\n{head}\nmodel = {load}\ntokenizer = AutoTokenizer.from_pretrained(DIR)  # questions "
+            f"padded/truncated to {card['max_tokens']} tokens\nanswer = model.config.id2label[int(model(**inputs)"
+            f".question_answering_score.argmax(-1)[0])]\n```")
 
 
 def model_card(card: dict, result: Exported) -> str:
@@ -252,12 +334,7 @@ Mask: {origin}. Chain of trials: {chain}.
 
 ## Use
 
-```python
-from transformers import AutoTokenizer, LxmertForQuestionAnswering
-model = LxmertForQuestionAnswering.from_pretrained(DIR)
-tokenizer = AutoTokenizer.from_pretrained(DIR)  # questions padded/truncated to {card['max_tokens']} tokens
-answer = model.config.id2label[int(model(**inputs).question_answering_score.argmax(-1)[0])]
-```
+{_use(card)}
 
 ## Sparse form
 

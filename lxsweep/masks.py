@@ -112,7 +112,7 @@ def trial_mask(exp: Experiment, key: TrialKey, store: Store, model: torch.nn.Mod
     if crit.generated:  # from the rewind point's weights, before any control re-initialises them
         weights = {n: p.detach() for n, p in pruning.prunable_parameters(model, exp.pruning.scope).items()}
         inputs = MaskInputs(weights, pruning.full_mask(weights), exp.sparsity(key.level), key.seed, key.level,
-                            exp.pruning.layerwise)
+                            exp.pruning.layerwise, heads=heads_of(model))
         mask = crit.mask(inputs)
         save_mask(store, key.name, mask, {"trial": key.name, "kind": crit.name})
         return mask
@@ -162,8 +162,13 @@ def start_hooks(exp: Experiment, key: TrialKey, store: Store, model: torch.nn.Mo
 # -- the masks a trial leaves ----------------------------------------------------
 
 
+def heads_of(model: torch.nn.Module) -> int:
+    """The model's attention heads per block (0 when its config does not say)."""
+    return int(getattr(getattr(model, "config", None), "num_attention_heads", 0) or 0)
+
+
 def child_mask(exp: Experiment, child: TrialKey, weights: dict, current: pruning.Mask, *,
-               current_level: int = 0, followed: Optional[pruning.Mask] = None) -> pruning.Mask:
+               current_level: int = 0, followed: Optional[pruning.Mask] = None, heads: int = 0) -> pruning.Mask:
     """The mask ``child`` trains with, from its parent's trained ``weights`` and the mask they trained under.
 
     ``schedule: stepwise``: ``current`` is the chain's mask at ``current_level`` (the full mask at 0) and the
@@ -172,7 +177,7 @@ def child_mask(exp: Experiment, child: TrialKey, weights: dict, current: pruning
     """
     steps = child.level - current_level if exp.pruning.schedule == "stepwise" else 0
     inputs = MaskInputs(weights, current, exp.sparsity(child.level), child.seed, child.level, exp.pruning.layerwise,
-                        steps=steps, rate=exp.pruning.rate, followed=followed)
+                        steps=steps, rate=exp.pruning.rate, followed=followed, heads=heads)
     return subnetworks.criterion(child.subnetwork).mask(inputs)
 
 
@@ -194,10 +199,10 @@ def write_child_masks(exp: Experiment, key: TrialKey, store: Store, model: torch
         if follows is not None:
             followed, level = last[(child.seed, follows)]
             assert level == child.level, "plan.child_masks lists a follower before its chain's mask of that level"
-            made = child_mask(exp, child, weights, current, followed=followed)
+            made = child_mask(exp, child, weights, current, followed=followed, heads=heads_of(model))
         else:
             base, base_level = last.get((child.seed, child.subnetwork), (current, 0)) if stepwise else (current, 0)
-            made = child_mask(exp, child, weights, base, current_level=base_level)
+            made = child_mask(exp, child, weights, base, current_level=base_level, heads=heads_of(model))
             last[(child.seed, child.subnetwork)] = (made, child.level)
         save_mask(store, child.name, made, {"trial": child.name, "kind": child.subnetwork, "from": key.name})
         written.append(child.name)
@@ -223,8 +228,9 @@ def _mask_from_kept_weights(exp: Experiment, key: TrialKey, store: Store,
     follows, followed = subnetworks.criterion(key.subnetwork).follows, None
     if follows is not None:  # the followed mask at this level: stored beside, or rebuilt the same way
         base = TrialKey(key.level, follows, key.seed)
-        followed = load_mask(store, base.name) if store.exists(mask_path(base.name)) else child_mask(exp, base, weights, current)
-    mask = child_mask(exp, key, weights, current, followed=followed)
+        followed = (load_mask(store, base.name) if store.exists(mask_path(base.name))
+                    else child_mask(exp, base, weights, current, heads=heads_of(model)))
+    mask = child_mask(exp, key, weights, current, followed=followed, heads=heads_of(model))
     save_mask(store, key.name, mask, {"trial": key.name, "kind": key.subnetwork, "from": par.name,
                                       "recomputed_from": weights_path(par.name)})
     return mask

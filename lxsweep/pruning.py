@@ -53,6 +53,12 @@ __all__ = [
     "random_mask",
     "stepwise_mask",
     "code_high_mask",
+    "attention_blocks",
+    "ffn_blocks",
+    "nm_mask",
+    "structured_groups",
+    "structured_mask",
+    "shrink_spec",
     "code_random_mask",
     "layer_random_mask",
     "read_mask_metadata",
@@ -521,6 +527,168 @@ def layer_random_mask(low: Mask, seed: int, level: int) -> Mask:
         everything = torch.ones(flat.numel(), dtype=torch.bool)
         removed = _pick_random("layer-random", seed, level, name, everything, flat.numel() - int(flat.sum()))
         out[name] = (~removed).view(m.shape)
+    return out
+
+
+# --------------------------------------------------------------------------- structured masks
+
+STRUCTURES = ("heads", "neurons")
+# A feed-forward block: its widening layer and the layer that narrows it back, as LXMERT names them.
+_FFN = re.compile(r"^(.*\.)(intermediate|lang_inter|visn_inter)\.dense\.weight$")
+_FFN_OUT = {"intermediate": "output", "lang_inter": "lang_output", "visn_inter": "visn_output"}
+
+
+def attention_blocks(names: Sequence[str]) -> list[dict[str, str]]:
+    """Each attention block whose four weights are all among ``names``: ``{"query", "key", "value", "output"}``
+    (e.g. ``…layer.0.attention.self.query.weight`` … ``…layer.0.attention.output.dense.weight``)."""
+    have, out = set(names), []
+    for name in sorted(have):
+        if not name.endswith(".query.weight"):
+            continue
+        base = name[: -len("query.weight")]
+        root = base[:-1].rsplit(".", 1)[0]
+        block = {"query": name, "key": base + "key.weight", "value": base + "value.weight",
+                 "output": root + ".output.dense.weight"}
+        if all(v in have for v in block.values()):
+            out.append(block)
+    return out
+
+
+def ffn_blocks(names: Sequence[str]) -> list[dict[str, str]]:
+    """Each feed-forward block whose two weights are among ``names``: ``{"inter", "output"}``."""
+    have, out = set(names), []
+    for name in sorted(have):
+        m = _FFN.match(name)
+        if m and f"{m.group(1)}{_FFN_OUT[m.group(2)]}.dense.weight" in have:
+            out.append({"inter": name, "output": f"{m.group(1)}{_FFN_OUT[m.group(2)]}.dense.weight"})
+    return out
+
+
+def structured_groups(shapes: Mapping[str, torch.Size], heads: int,
+                      kinds: Sequence[str] = STRUCTURES) -> list[tuple[str, int, list[tuple[str, int, int, int]]]]:
+    """The removable units among the prunable tensors: ``(kind, index, slices)`` with each slice
+    ``(tensor, dim, start, stop)``.
+
+    A *head* of an attention block is its ``d = rows / heads`` rows of the query, key and value weights and
+    the same ``d`` columns of the output weight: with them zero the head adds exactly nothing (its value
+    bias is multiplied by the zero columns), so the block computes what the same block without that head
+    computes. A *neuron* of a feed-forward block is one row of the widening weight and the same column of
+    the narrowing one.
+    """
+    out = []
+    names = list(shapes)
+    if "heads" in kinds:
+        if heads < 1:
+            raise ValueError("head pruning needs the model's number of attention heads (config.num_attention_heads)")
+        for block in attention_blocks(names):
+            rows = shapes[block["query"]][0]
+            if rows % heads:
+                raise ValueError(f"{block['query']}: {rows} rows do not split into {heads} heads")
+            d = rows // heads
+            for h in range(heads):
+                sl = [(block[k], 0, h * d, (h + 1) * d) for k in ("query", "key", "value")]
+                out.append(("heads", h, sl + [(block["output"], 1, h * d, (h + 1) * d)]))
+    if "neurons" in kinds:
+        for block in ffn_blocks(names):
+            for j in range(shapes[block["inter"]][0]):
+                out.append(("neurons", j, [(block["inter"], 0, j, j + 1), (block["output"], 1, j, j + 1)]))
+    return out
+
+
+def _view(t: Tensor, dim: int, start: int, stop: int) -> Tensor:
+    return t.narrow(dim, start, stop - start)
+
+
+def structured_mask(weights: Mapping[str, Tensor], current: Mask, sparsity: float, heads: int,
+                    kinds: Sequence[str] = STRUCTURES) -> Mask:
+    """Remove whole heads and/or feed-forward neurons (``kinds``) until ``sparsity`` of the weights they cover
+    is removed, lowest magnitude first.
+
+    A unit's magnitude is the root mean square of its surviving weights (its group norm over the square root
+    of its size: heads and neurons differ in size, so only a mean compares them). Units are removed whole,
+    so the removed fraction of the covered weights lands at or just above ``sparsity`` (by less than one
+    unit); weights no unit covers (the pooler, or everything when a model has no such blocks) are kept.
+    Equal magnitudes: the unit whose first tensor name sorts first, then the lower index, goes first. The
+    result is a subset of ``current``.
+    """
+    _check_sparsity(sparsity)
+    shapes = {n: w.shape for n, w in weights.items()}
+    groups = structured_groups(shapes, heads, kinds)
+    kept = {n: current[n].detach().to("cpu").clone() for n in weights}
+    covered = {n for _, _, sl in groups for n, *_ in sl}
+    total = sum(weights[n].numel() for n in covered)
+    if total == 0:
+        raise ValueError(f"no {' or '.join(kinds)} among the prunable tensors: nothing to remove")
+    target = removed_count(sparsity, total)
+    removed = sum(int((~kept[n]).sum()) for n in covered)
+    # Per tensor and dimension, the sum of squares and the survivors of every row (dim 0) or column (dim 1),
+    # once: a unit is a run of rows or columns, so its totals are slices of these (LXMERT-base has ~74k units).
+    sums: dict[tuple[str, int], tuple[Tensor, Tensor]] = {}
+    for n, d in {(n, d) for _, _, sl in groups for n, d, *_ in sl}:
+        k = kept[n]
+        w = weights[n].detach().float().cpu() * k
+        sums[(n, d)] = (w.pow(2).sum(dim=1 - d, dtype=torch.float64), k.sum(dim=1 - d))
+    scored = []
+    for kind, index, sl in groups:
+        alive = sum(int(sums[(n, d)][1][a:b].sum()) for n, d, a, b in sl)
+        if alive == 0:
+            continue
+        sq = sum(float(sums[(n, d)][0][a:b].sum()) for n, d, a, b in sl)
+        size = sum((b - a) * weights[n].shape[1 - d] for n, d, a, b in sl)
+        scored.append((math.sqrt(sq / size), sl[0][0], index, alive, sl))
+    for _, _, _, alive, sl in sorted(scored, key=lambda x: x[:3]):
+        if removed >= target:
+            break
+        for n, d, a, b in sl:
+            _view(kept[n], d, a, b).fill_(False)
+        removed += alive
+    return {n: kept[n] for n in weights}
+
+
+def shrink_spec(mask: Mask, heads: int) -> dict:
+    """What a physically smaller model drops (lxsweep/shrunk_lxmert.py's ``config.shrunk``): per attention block
+    and feed-forward block, the heads and neurons ``mask`` does not remove *whole* (a unit the mask only thins
+    stays, its zeros with it). Blocks that lose nothing are left out; ``{}`` when no unit is removed whole."""
+    shapes = {n: m.shape for n, m in mask.items()}
+    dead: dict[tuple[str, str], set[int]] = {}
+    units: dict[tuple[str, str], int] = {}
+    for kind, index, sl in structured_groups(shapes, heads, STRUCTURES if heads > 0 else ("neurons",)):
+        block = (kind, sl[0][0])
+        units[block] = units.get(block, 0) + 1
+        if not any(mask[n].narrow(d, a, b - a).any() for n, d, a, b in sl):
+            dead.setdefault(block, set()).add(index)
+    out: dict[str, list] = {}
+    for (kind, first), gone in sorted(dead.items()):
+        keep = [i for i in range(units[(kind, first)]) if i not in gone]
+        if kind == "heads":
+            block = next(b for b in attention_blocks(list(mask)) if b["query"] == first)
+            out.setdefault("heads", []).append({"attention": first[: -len(".query.weight")],
+                                                "output": block["output"][: -len(".weight")], "keep": keep})
+        else:
+            block = next(b for b in ffn_blocks(list(mask)) if b["inter"] == first)
+            out.setdefault("neurons", []).append({"inter": first[: -len(".weight")],
+                                                  "output": block["output"][: -len(".weight")], "keep": keep})
+    return out
+
+
+def nm_mask(weights: Mapping[str, Tensor], current: Mask, n: int = 2, m: int = 4) -> Mask:
+    """N:M semi-structured sparsity: in every group of ``m`` consecutive weights along the input dimension
+    (a row's columns), keep the ``n`` of largest ``|w|`` among those ``current`` keeps (2:4: what NVIDIA's
+    sparse tensor cores and ``torch.sparse.to_sparse_semi_structured`` take). A tensor whose input dimension
+    is not a multiple of ``m`` is kept whole. Ties: the earlier column is kept. A subset of ``current``."""
+    if not 0 < n < m:
+        raise ValueError(f"N:M sparsity needs 0 < N < M, got {n}:{m}")
+    out = {}
+    for name, w in weights.items():
+        keep = current[name].detach().to("cpu")
+        if w.dim() != 2 or w.shape[1] % m:
+            out[name] = keep.clone()
+            continue
+        mag = w.detach().float().cpu().abs().masked_fill(~keep, -1.0).view(w.shape[0], -1, m)
+        # stable descending order: among equal magnitudes the earlier column ranks first
+        order = torch.sort(-mag, dim=2, stable=True).indices
+        top = torch.zeros_like(mag, dtype=torch.bool).scatter_(2, order[..., :n], True)
+        out[name] = top.view(w.shape) & keep
     return out
 
 

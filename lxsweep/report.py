@@ -30,13 +30,14 @@ from typing import Callable, Iterable, Optional
 from lxsweep import subnetworks
 from lxsweep.frontier import valid_accuracy
 from lxsweep.stats import holm, paired_test, proportion_se
-from lxsweep.store import (EXPERIMENT_FILE, SEARCH_FILE, TRIALS_DIR, CorruptStoreFile, Store, metrics_path,
-                           read_metrics, report_path, sparsity_path)
+from lxsweep.store import (EXPERIMENT_FILE, LATENCY_FILE, SEARCH_FILE, TRIALS_DIR, CorruptStoreFile, Store,
+                           metrics_path, read_metrics, report_path, sparsity_path)
 from lxsweep.subnetworks import DENSE, PROBE, SCRATCH
 
 ACCURACY_COLUMNS = ("accuracy", "accuracy_yesno", "accuracy_number", "accuracy_other")
 PANELS = {"accuracy": "overall", "accuracy_yesno": "yes/no", "accuracy_number": "number", "accuracy_other": "other"}
 REPORT_FILES = ("results.csv", "results.md", "accuracy_vs_sparsity.png", "training_curves.png", "where_pruned.png")
+LATENCY_FIGURE = "accuracy_vs_latency.png"  # also, when the store has latency.json (`lxsweep latency`)
 MAX_KIND_PANELS = 8  # real VQA has 65 question types: too many panels; their numbers stay in the CSV
 BASELINE_STYLE = {"blind": (":", "blind (question only)"), "majority": ("-.", "majority answer")}
 GROUPS = ("language", "vision", "cross", "pooler")
@@ -545,13 +546,21 @@ def _is_control(name: str) -> bool:
         return False
 
 
+def _informative(rows: list[dict], metric: str) -> bool:
+    """Whether ``metric``'s panel shows something the overall panel does not: some trial has it, and it differs
+    from overall somewhere (one answer type or question kind that covers every question repeats overall)."""
+    have = [r for r in rows if metric in r]
+    return bool(have) and (len(have) < len(rows) or any(abs(r[metric] - r["accuracy"]) > 1e-12 for r in have))
+
+
 def plot(rows: list[dict], path: str | Path, title: str, baselines: Optional[dict] = None) -> None:
     """Accuracy vs sparsity per subnetwork (mean, band = ±1 std over seeds), dense and the baselines as lines.
 
     One panel per answer type (overall, yes/no, number, other); a second row
     per question kind when the data has a few (the synthetic task's count /
-    attribute / exist / spatial). Controls without a chain (scratch) are drawn
-    as single points at 0%.
+    attribute / exist / spatial). A panel that would repeat overall (no trial
+    has it, or it covers every question) is left out. Controls without a chain
+    (scratch) are drawn as single points at 0%.
     """
     import matplotlib
 
@@ -559,12 +568,14 @@ def plot(rows: list[dict], path: str | Path, title: str, baselines: Optional[dic
     import matplotlib.pyplot as plt
 
     agg = aggregate(rows)
-    kinds = kind_columns(rows)
-    panels = [list(PANELS.items())]
+    kinds = [k for k in kind_columns(rows) if _informative(rows, k)]
+    panels = [[(m, label) for m, label in PANELS.items() if m == "accuracy" or _informative(rows, m)]]
     if 0 < len(kinds) <= MAX_KIND_PANELS:
         panels.append([(k, k[len("accuracy_"):]) for k in kinds])
     ncols = max(len(r) for r in panels)
-    fig, axes = plt.subplots(len(panels), ncols, figsize=(4.4 * ncols, 4.3 * len(panels)), dpi=100, squeeze=False)
+    alone = ncols == 1 and len(panels) == 1  # one panel: wider, with the legend beside it
+    size = (10.0, 5.6) if alone else (4.4 * ncols, 4.3 * len(panels))
+    fig, axes = plt.subplots(len(panels), ncols, figsize=size, dpi=100, squeeze=False)
     dense = next((a for a in agg if a["subnetwork"] == DENSE), None)
     subs = sorted({a["subnetwork"] for a in agg} - {DENSE}, key=lambda s: (subnetworks.order(s), s))
     max_sparsity = max((a["sparsity"] for a in agg), default=0.0)
@@ -609,11 +620,60 @@ def plot(rows: list[dict], path: str | Path, title: str, baselines: Optional[dic
             ax.grid(alpha=0.3)
         row[0].set_ylabel("VQA accuracy (%)")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 9), fontsize=9, frameon=False)
-    fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    if alone:
+        fig.legend(handles, labels, loc="center right", fontsize=9, frameon=False)
+        fig.suptitle(title, fontsize=11)
+        fig.tight_layout(rect=(0, 0, 0.78, 1))
+    else:
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 9), fontsize=9, frameon=False)
+        fig.suptitle(title)
+        fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_latency(rows: list[dict], latency: dict, path: str | Path, title: str) -> bool:
+    """Accuracy against inference time relative to dense, one panel per device and batch size of
+    ``latency.json`` (``lxsweep latency``): each subnetwork's levels (mean over seeds), dense at 1.0. False
+    (nothing drawn) when no measured trial has a row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_trial = {r["trial"]: r for r in rows}
+    entries = [e for e in latency.values() if isinstance(e, dict) and set(e.get("trials", {})) & set(by_trial)]
+    if not entries:
+        return False
+    fig, axes = plt.subplots(1, len(entries), figsize=(6.4 * len(entries), 4.8), dpi=100, squeeze=False)
+    for ax, entry in zip(axes[0], entries):
+        points: dict[tuple[str, int], list[tuple[float, float]]] = defaultdict(list)
+        for name, t in entry["trials"].items():
+            if name in by_trial:
+                r = by_trial[name]
+                points[(r["subnetwork"], r["level"])].append((t["vs_dense"], 100 * r["accuracy"]))
+        subs = sorted({s for s, _ in points}, key=lambda s: (subnetworks.order(s), s))
+        for sub in subs:
+            color, marker = subnetworks.style(sub)
+            levels = sorted(lv for s, lv in points if s == sub)
+            xs = [statistics.fmean(x for x, _ in points[(sub, lv)]) for lv in levels]
+            ys = [statistics.fmean(y for _, y in points[(sub, lv)]) for lv in levels]
+            ax.plot(xs, ys, ls="-" if len(xs) > 1 and sub != DENSE else "none", marker=marker, color=color,
+                    label=sub, lw=1.4, ms=5)
+            if sub != DENSE:
+                for x, y, lv in zip(xs, ys, levels):
+                    ax.annotate(str(lv), (x, y), fontsize=7, color=color, xytext=(3, 3), textcoords="offset points")
+        ax.axvline(1.0, color="black", ls="--", lw=1)
+        ax.set_xlabel("inference time relative to dense (median ratio; < 1 is faster)")
+        ax.set_ylabel(f"{evaluated_on(rows)} accuracy (%)")
+        ax.set_title(f"{entry['device']}, batch {entry['batch']}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
 
 
 def plot_curves(rows: list[dict], path: str | Path, title: str) -> None:
@@ -789,6 +849,10 @@ def write_report(store: Store, nominal: Optional[list[float]] = None, trials: Op
                                                       "seeds)", split_baselines(baselines, split))),
                    (curves_name, lambda p: plot_curves(rows, p, f"{title}: validation accuracy per epoch (mean over seeds)")),
                    (where_name, lambda p: plot_where_pruned(rows, sparsity, p, f"{title}: where pruning removes weights"))]
+        if store.exists(LATENCY_FILE):
+            latency = store.read_json(LATENCY_FILE)
+            figures.append((LATENCY_FIGURE, lambda p: plot_latency(
+                rows, latency, p, f"{title}: accuracy against inference time (label: level; `lxsweep latency`)")))
         for name, draw in figures:
             path = Path(tmp) / name
             draw(path)

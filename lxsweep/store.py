@@ -5,6 +5,7 @@ Layout (``<storage>/<name>-<hash>/``), every relative path built by a function b
     experiment.yaml                  the resolved experiment and its hash (launch and trial write it)
     facts.json                       what the first trial resolved to (device, precision); no mixing
     search.json                      a frontier search's choices, each with why, and its answers (lxsweep/frontier.py)
+    latency.json                     each trial's inference latency against dense, per device and batch (`lxsweep latency`)
     trials/<trial>/metrics.json      final metrics with the per-epoch history: the durable "done" marker
     trials/<trial>/sparsity.json     per-tensor sparsity of the mask it trained with
     trials/<trial>/attempts/<t>.json one file per start (time, host, resumed or not)
@@ -342,6 +343,7 @@ class OverlayStore(Store):
 EXPERIMENT_FILE = "experiment.yaml"
 FACTS_FILE = "facts.json"  # what the first trial resolved to (lxsweep/facts.py)
 SEARCH_FILE = "search.json"  # a frontier search's choices and answers (lxsweep/frontier.py)
+LATENCY_FILE = "latency.json"  # each trial's measured inference latency per device (lxsweep/latency.py)
 TRIALS_DIR = "trials"
 RAY_DIR = "ray"
 REPORT_DIR = "report"

@@ -62,7 +62,8 @@ class MaskInputs:
     per-tensor steps of ``rate`` from ``current`` instead of pruning to
     ``sparsity`` (:func:`lxsweep.pruning.stepwise_mask`). ``followed``: for a
     criterion that ``follows`` another, that criterion's mask at this level
-    (else None).
+    (else None). ``heads``: attention heads per block, for criteria that remove
+    whole heads.
     """
 
     weights: Mapping[str, "torch.Tensor"]
@@ -74,6 +75,7 @@ class MaskInputs:
     steps: int = 0
     rate: float = 0.0
     followed: Optional[Mapping[str, "torch.Tensor"]] = None
+    heads: int = 0  # the model's attention heads per block (config.num_attention_heads; 0: unknown)
 
 
 MaskFn = Callable[[MaskInputs], dict]
@@ -281,6 +283,23 @@ def _random(inputs: MaskInputs) -> dict:
     return random_mask({n: w.shape for n, w in inputs.weights.items()}, inputs.sparsity, inputs.seed, inputs.level)
 
 
+def _structured(kinds: tuple[str, ...]) -> MaskFn:
+    def mask(inputs: MaskInputs) -> dict:
+        from lxsweep.pruning import structured_mask
+
+        if inputs.steps:
+            raise ValueError(f"{'+'.join(kinds)} masks are removed whole, level by level: use schedule "
+                             f"iterative or oneshot, not stepwise")
+        return structured_mask(inputs.weights, inputs.current, inputs.sparsity, inputs.heads, kinds)
+    return mask
+
+
+def _nm24(inputs: MaskInputs) -> dict:
+    from lxsweep.pruning import nm_mask
+
+    return nm_mask(inputs.weights, inputs.current, 2, 4)
+
+
 def _follower(kind: str) -> MaskFn:
     def mask(inputs: MaskInputs) -> dict:
         from lxsweep import pruning
@@ -327,4 +346,20 @@ register_criterion("code_random", _follower("code_random"), iterative=False, fol
 register_criterion("layer_random", _follower("layer_random"), iterative=False, follows="low", color="#006400",
                    marker="v", compare=("random",), scores="random weights, seeded by (seed, level, tensor), removed with the low "
                                       "mask's exact per-tensor counts")
+# Structured tickets (issue 25): whole units removed, so an export can be physically smaller (`export --shrink`).
+# A level's sparsity is of the weights the units cover (the pooler is never removed); units go whole, so each
+# level lands at or just above it.
+register_criterion("heads", _structured(("heads",)), iterative=True, color="#17becf", marker="P",
+                   compare=(DENSE, "low"), scores="RMS of each attention head's weights (query/key/value rows, "
+                                                  "output columns) of the parent's trained weights: lowest heads removed whole")
+register_criterion("neurons", _structured(("neurons",)), iterative=True, color="#bcbd22", marker="X",
+                   compare=(DENSE, "low"), scores="RMS of each feed-forward neuron's weights (its row in and column out) of "
+                                                  "the parent's trained weights: lowest neurons removed whole")
+register_criterion("structured", _structured(("heads", "neurons")), iterative=True, color="#e377c2", marker="h",
+                   compare=(DENSE, "low"), scores="heads and feed-forward neurons ranked together by the RMS of their "
+                                                  "weights (parent's trained weights): lowest removed whole")
+# 2:4 is one pattern, 50% of every tensor whose input dimension is a multiple of 4, whatever the level.
+register_criterion("nm24", _nm24, iterative=True, color="#8c564b", marker=">", compare=(DENSE, "low"),
+                   sparsity=lambda level_sparsity: 0.5,
+                   scores="|w| of the parent's trained weights: the 2 largest of every 4 consecutive inputs kept (2:4)")
 _BUILTIN.update(_REGISTRY)

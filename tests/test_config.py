@@ -154,7 +154,7 @@ def test_old_tracking_key_says_what_to_write(tmp_path):
 def test_status_and_report_on_an_old_store_use_its_recorded_hash(tmp_path):
     """A store written before the hash scheme (and the tracking key) changed still opens under its own name."""
     store = tmp_path / "demo-0123456789"
-    shutil.copytree(ROOT / "docs" / "results" / "demo" / "demo-6c9e05ebd7", store, ignore=shutil.ignore_patterns("report"))
+    shutil.copytree(ROOT / "docs" / "results" / "demo" / "second-run" / "demo-6c9e05ebd7", store, ignore=shutil.ignore_patterns("report"))
     raw = from_dict({"name": "demo", "seeds": [0, 1, 2]}).to_dict()
     raw["tracking"] = {"wandb": "offline", "project": "lxsweep", "entity": None}  # the old key
     (store / "experiment.yaml").write_text(yaml.safe_dump({**raw, "hash": "0123456789"}, sort_keys=False))
@@ -240,7 +240,7 @@ def test_two_checkouts_at_different_paths_name_every_store_alike(tmp_path):
                         for p in sorted((tmp_path / where / "experiments").glob("*.yaml"))}
     assert names["one"] == names["deeper/two"] and len(names["one"]) >= 5
     smoke = load_experiment(tmp_path / "one" / "experiments" / "smoke.yaml", check=False)
-    assert smoke.model.pretrained == str((tmp_path / "one" / "experiments" / "checkpoints" / "tiny-lxmert-synthetic"))
+    assert smoke.model.pretrained == str((tmp_path / "one" / "experiments" / "checkpoints" / "tiny-lxmert-d3"))
     assert smoke.legacy_hash != smoke.hash  # the old scheme hashed that absolute path
 
 

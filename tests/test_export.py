@@ -140,6 +140,83 @@ def test_export_loads_without_lxsweep_and_scores_the_recorded_accuracy(sweep, tm
     assert (out / "sparse.safetensors").stat().st_size < (out / "model.safetensors").stat().st_size
 
 
+LOGITS_WITHOUT_LXSWEEP = r"""
+import json, sys
+import torch
+from transformers import AutoModelForQuestionAnswering
+torch.set_num_threads(1)
+model = AutoModelForQuestionAnswering.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+inputs = torch.load(sys.argv[2])
+with torch.no_grad():
+    logits = model(**inputs).question_answering_score
+torch.save(logits, sys.argv[3])
+print(json.dumps({"parameters": sum(p.numel() for p in model.parameters()), "class": type(model).__name__,
+                  "lxsweep_imported": any(m == "lxsweep" or m.startswith("lxsweep.") for m in sys.modules)}))
+"""
+
+
+def test_a_structured_ticket_exports_physically_smaller_with_the_same_logits(sweep, tmp_path, capsys):
+    from lxsweep.cli import main
+    from lxsweep.export import trial_model
+
+    exp, store = sweep
+    run_trial(exp, K("structured-L1-s0"), store, **QUIET)  # its mask rebuilt from dense-L0-s0's kept weights
+    mask = pruning.load_mask(store.path(mask_path("structured-L1-s0")))
+    out = tmp_path / "shrunk"
+    assert main(["export", store.root, "--trial", "structured-L1-s0", "--out", str(out), "--shrink"]) == 0
+    assert "trust_remote_code=True" in capsys.readouterr().out
+    masked = trial_model(store, "structured-L1-s0", log=lambda s: None).model
+    g = torch.Generator().manual_seed(0)
+    n, t, boxes = 5, exp.data.max_tokens, exp.data.synthetic.num_boxes
+    inputs = {"input_ids": torch.randint(0, masked.config.vocab_size, (n, t), generator=g),
+              "attention_mask": torch.ones(n, t, dtype=torch.long), "token_type_ids": torch.zeros(n, t, dtype=torch.long),
+              "visual_feats": torch.randn(n, boxes, masked.config.visual_feat_dim, generator=g),
+              "visual_pos": torch.rand(n, boxes, 4, generator=g)}
+    torch.save(inputs, tmp_path / "inputs.pt")
+    with torch.no_grad():
+        expected = masked(**inputs).question_answering_score
+    proc = subprocess.run([sys.executable, "-c", LOGITS_WITHOUT_LXSWEEP, str(out), str(tmp_path / "inputs.pt"),
+                           str(tmp_path / "logits.pt")], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not loaded["lxsweep_imported"] and loaded["class"] == "LxmertShrunkForQuestionAnswering"
+    assert torch.allclose(torch.load(tmp_path / "logits.pt"), expected, atol=1e-5, rtol=0)
+    config = json.loads((out / "config.json").read_text())
+    removed = config["lxsweep"]["shrunk"]
+    assert removed["heads_removed"] > 0 and removed["neurons_removed"] > 0
+    head = masked.config.hidden_size // masked.config.num_attention_heads
+    gone = 4 * head * masked.config.hidden_size * removed["heads_removed"] + 2 * masked.config.hidden_size * removed["neurons_removed"]
+    assert loaded["parameters"] == sum(p.numel() for p in masked.parameters()) - gone - (
+        3 * head * removed["heads_removed"] + removed["neurons_removed"])  # and their biases
+    assert sum(int((~m).sum()) for m in mask.values()) >= gone  # the rest of what the mask removed stays as zeros
+    # An unstructured ticket removes no whole unit: one line, nothing written.
+    proc = subprocess.run([sys.executable, "-m", "lxsweep.cli", "export", store.root, "--trial", "low-L1-s0",
+                           "--out", str(tmp_path / "not-structured"), "--shrink"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "removes no whole attention head or feed-forward neuron" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "not-structured").exists()
+
+
+def test_latency_times_each_ticket_as_deployed_and_the_report_draws_it(sweep, tmp_path, capsys):
+    from lxsweep.cli import main
+    from lxsweep.report import LATENCY_FIGURE, write_report
+
+    exp, store = sweep
+    if not store.exists(metrics_path("structured-L1-s0")):
+        run_trial(exp, K("structured-L1-s0"), store, **QUIET)
+    assert main(["latency", store.root, "--batch", "4", "--reps", "3"]) == 0
+    assert "structured-L1-s0:" in capsys.readouterr().out
+    (entry,) = store.read_json("latency.json").values()
+    assert entry["batch"] == 4 and entry["device_type"] == "cpu"
+    timed = entry["trials"]
+    assert {"dense-L0-s0", "low-L1-s0", "structured-L1-s0"} <= set(timed)
+    assert timed["low-L1-s0"]["form"] == "masked" and timed["structured-L1-s0"]["form"] == "shrunk"
+    assert timed["structured-L1-s0"]["parameters"] < timed["low-L1-s0"]["parameters"] == timed["dense-L0-s0"]["parameters"]
+    assert all(t["ms"] > 0 and t["vs_dense"] > 0 for t in timed.values())
+    written = write_report(store, out=tmp_path / "report")
+    assert str(tmp_path / "report" / LATENCY_FIGURE) in written
+
+
 def test_export_errors_are_one_line(sweep, tmp_path):
     exp, store = sweep
     proc = subprocess.run([sys.executable, "-m", "lxsweep.cli", "export", store.root, "--trial", "low-L3-s0",

@@ -23,7 +23,7 @@ from lxsweep.report import load_rows, write_report
 from lxsweep.status import status_lines
 from lxsweep.store import SEARCH_FILE, Store, metrics_path
 
-OLD_DEMO = ROOT / "docs" / "results" / "demo" / "demo-6c9e05ebd7"
+OLD_DEMO = ROOT / "docs" / "results" / "demo" / "second-run" / "demo-6c9e05ebd7"
 
 
 def study(**search) -> "Experiment":  # noqa: F821

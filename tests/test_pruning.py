@@ -603,3 +603,62 @@ def test_enforcer_works_in_low_precision():
     assert not pruned_values(model, mask).any()
     assert all(m.dtype == torch.bfloat16 for m in enforcer._masks)
 
+
+
+# ---------------------------------------------------------------------------- structured masks
+
+
+def _unit_is_whole(mask, sl) -> bool:
+    """Every weight of a unit kept, or every one removed."""
+    views = [mask[n].narrow(d, a, b - a) for n, d, a, b in sl]
+    return all(v.all() for v in views) or not any(v.any() for v in views)
+
+
+@pytest.mark.parametrize("kinds", [("heads",), ("neurons",), ("heads", "neurons")])
+def test_structured_masks_remove_whole_heads_and_neurons(model, kinds):
+    weights = prunable_parameters(model)
+    groups = pruning.structured_groups({n: w.shape for n, w in weights.items()}, TINY["num_attention_heads"], kinds)
+    # 2 heads x (2 language + 1 vision + 3 cross attention blocks); 64 neurons x (2 + 1 + 2 feed-forward blocks)
+    assert len(groups) == {"heads": 2 * 6, "neurons": 64 * 5}.get(kinds[0], 0) + (64 * 5 if len(kinds) == 2 else 0)
+    covered = {n for _, _, sl in groups for n, *_ in sl}
+    current = full_mask(weights)
+    for s in (0.2, 0.5, 0.8):
+        mask = pruning.structured_mask(weights, current, s, TINY["num_attention_heads"], kinds)
+        assert_subset(mask, current)
+        assert all(_unit_is_whole(mask, sl) for _, _, sl in groups)
+        cov = sum(mask[n].numel() for n in covered)
+        gone = sum(int((~mask[n]).sum()) for n in covered)
+        unit = max(sum((b - a) * weights[n].shape[1 - d] for n, d, a, b in sl) for _, _, sl in groups)
+        assert removed_count(s, cov) <= gone < removed_count(s, cov) + unit  # at or just above, by < one unit
+        assert all(mask[n].all() for n in weights if n not in covered)  # the pooler is never touched
+        current = mask  # a chain: each level removes more, from what the last one kept
+
+
+def test_a_removed_head_adds_exactly_nothing(model):
+    """The masked model with a head's rows and output columns zeroed computes what the model without it does."""
+    m = copy.deepcopy(model).eval()
+    weights = prunable_parameters(m)
+    mask = pruning.structured_mask(weights, full_mask(weights), 0.5, TINY["num_attention_heads"], ("heads",))
+    with torch.no_grad():
+        for n, w in weights.items():
+            w.mul_(mask[n])
+    block = pruning.attention_blocks(list(weights))[0]
+    d = TINY["hidden_size"] // TINY["num_attention_heads"]
+    dead = [h for h in range(TINY["num_attention_heads"]) if not mask[block["output"]][:, h * d].any()]
+    for h in dead:  # what the zero columns multiply: the head's context, whatever its biases make it
+        assert not weights[block["output"]][:, h * d:(h + 1) * d].any()
+        assert not weights[block["query"]][h * d:(h + 1) * d].any()
+
+
+def test_two_of_every_four_along_the_input_dimension(model):
+    weights = prunable_parameters(model)
+    mask = pruning.nm_mask(weights, full_mask(weights))
+    for n, m in mask.items():
+        groups = m.view(m.shape[0], -1, 4)
+        assert (groups.sum(dim=2) == 2).all(), n
+        w = weights[n].detach().abs().view(m.shape[0], -1, 4)
+        # the kept two are the two largest of their four
+        assert (w.masked_fill(~groups, float("inf")).amin(dim=2) >= w.masked_fill(groups, -1).amax(dim=2)).all(), n
+    assert sparsity(mask) == 0.5
+    again = pruning.nm_mask(weights, mask)  # a chain's next level keeps the same pattern
+    assert all(torch.equal(again[n], mask[n]) for n in mask)

@@ -92,7 +92,7 @@ def test_an_experiment_file_reports_its_own_grid_and_out_writes_elsewhere(tmp_pa
 
     import yaml
 
-    shutil.copytree(ROOT / "docs" / "results" / "demo" / "demo-6c9e05ebd7", tmp_path / "demo-6c9e05ebd7",
+    shutil.copytree(ROOT / "docs" / "results" / "demo" / "second-run" / "demo-6c9e05ebd7", tmp_path / "demo-6c9e05ebd7",
                     ignore=shutil.ignore_patterns("report"))
     # The second run's experiment, as its store recorded it (experiments/demo.yaml is now the third design).
     recorded = yaml.safe_load((tmp_path / "demo-6c9e05ebd7" / "experiment.yaml").read_text())

@@ -17,7 +17,7 @@ lxsweep launch experiments/demo.yaml --resume \
 # The variants below rewind to the same pretrained weights (the demo's rewind point, shipped
 # bit-identical in experiments/checkpoints/) instead of pretraining again.
 SAME_START=(--set 'model.config={}' --set 'model.pretraining={}'
-            --set model.pretrained=checkpoints/tiny-lxmert-synthetic)
+            --set model.pretrained=checkpoints/tiny-lxmert-d3)
 
 # 2. Everything the code does at once (experiments/paper-code.yaml's options on the embedded task):
 #    masks from the one dense fine-tune by per-tensor 10% steps, the code's high and random,
