@@ -9,7 +9,7 @@ nothing more. Prints the trials it took against the grid's, and the answers
 the search and of the full grid side by side: on validation (what the search
 reads) and on the reported split.
 
-    python bench/frontier_replay.py                                  # the committed demo stores
+    python bench/frontier_replay.py                                  # the committed demo stores (both designs)
     python bench/frontier_replay.py runs/demo-<hash> --set search.min_seeds=3 --json out.json
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from lxsweep.plan import Plan  # noqa: E402
 from lxsweep.report import load_rows  # noqa: E402
 from lxsweep.store import EXPERIMENT_FILE, Store  # noqa: E402
 
-COMMITTED = sorted(str(p.parent) for p in (ROOT / "docs" / "results").glob("*/demo-*/experiment.yaml"))
+COMMITTED = sorted(str(p.parent) for p in (ROOT / "docs" / "results").glob("**/demo-*/experiment.yaml"))
 
 
 def _key(a: frontier.Answer) -> tuple:
@@ -36,12 +36,10 @@ def _key(a: frontier.Answer) -> tuple:
 
 
 def replay_store(path: str, overrides: list[str]) -> dict:
+    import yaml
+
     store = Store(path)
-    raw = store.read_yaml(EXPERIMENT_FILE) if hasattr(store, "read_yaml") else None
-    if raw is None:
-        import yaml
-        raw = yaml.safe_load(Path(path, EXPERIMENT_FILE).read_text())
-    raw = dict(raw)
+    raw = dict(yaml.safe_load(Path(path, EXPERIMENT_FILE).read_text()))
     for item in ["search.mode=frontier", *overrides]:
         apply_override(raw, item)
     exp = from_record(raw, str(Path(path, EXPERIMENT_FILE)))
@@ -52,7 +50,9 @@ def replay_store(path: str, overrides: list[str]) -> dict:
                          f"replay needs the full grid")
     order, found = frontier.replay(exp, rows)
     chosen = {r["trial"]: r for r in rows if r["trial"] in set(order)}
-    out = {"store": path, "grid_trials": len(grid), "frontier_trials": len(order),
+    shown = Path(path).resolve()
+    shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown
+    out = {"store": str(shown), "grid_trials": len(grid), "frontier_trials": len(order),
            "ratio": round(len(order) / len(grid), 3), "settings": raw["search"], "order": order, "splits": {}}
     for split, metric in (("validation", frontier.valid_accuracy), ("reported", frontier.reported_accuracy)):
         search = frontier.answers(exp, chosen.values(), metric)
@@ -73,7 +73,7 @@ def main() -> int:
     for path in args.stores:
         r = replay_store(path, args.overrides)
         results.append(r)
-        print(f"{path}: frontier search took {r['frontier_trials']} of the grid's {r['grid_trials']} trials "
+        print(f"{r['store']}: frontier search took {r['frontier_trials']} of the grid's {r['grid_trials']} trials "
               f"({100 * r['ratio']:.0f}%)")
         for split, s in r["splits"].items():
             print(f"  {split}: answers {'the same as' if s['same'] else 'DIFFERENT from'} the full grid's")

@@ -165,8 +165,12 @@ def trial_model(store: Store, trial: str, log: Callable[[str], None] = print) ->
         raise ExportError(f"{store.root}: no finished trial {trial[:200]!r} — pick one of the {len(finished)} "
                           f"finished ones (`lxsweep status {store.root}`), e.g. {', '.join(near)}")
     if not store.exists(weights_path(trial)):
-        raise ExportError(f"{store.root}: trial {trial} kept no weights (training.keep_weights was "
-                          f"{exp.training.keep_weights!r}) — re-run it with `lxsweep trial ... --set "
+        from lxsweep.plan import keeps_weights
+
+        why = (f"its weights file {weights_path(trial)} is missing (the store was copied without weights/, or the "
+               f"file was deleted)" if keeps_weights(exp, key) else
+               f"it kept no weights (training.keep_weights was {exp.training.keep_weights!r})")
+        raise ExportError(f"{store.root}: trial {trial}: {why} — re-run it with `lxsweep trial ... --set "
                           f"training.keep_weights=all` into a copy of the store, then use that copy")
     stored = load_weights(store, weights_path(trial), f"re-run the trial (`lxsweep trial` with --level {key.level} "
                           f"--subnetwork {key.subnetwork} --seed {key.seed}) into a copy of the store")

@@ -789,6 +789,18 @@ def _frontier_section(store: Store, rows: list[dict]) -> list[str]:
     return frontier_markdown(exp, rows, recorded if isinstance(recorded, dict) else None)
 
 
+def _read_latency(store: Store, warn: Callable[[str], None] = _stderr) -> Optional[dict]:
+    """``latency.json`` (``lxsweep latency``), or None; a damaged one costs only its figure, with a warning."""
+    if not store.exists(LATENCY_FILE):
+        return None
+    try:
+        latency = store.read_json(LATENCY_FILE)
+    except CorruptStoreFile as exc:
+        warn(f"lxsweep: warning: skipped {exc.path}: {exc.why}; re-run `lxsweep latency {store.root}` to measure again")
+        return None
+    return latency if isinstance(latency, dict) else None
+
+
 def _import_plugins(store: Store, warn: Callable[[str], None] = _stderr) -> None:
     """Import the plugins the store's experiment names, so their subnetworks' comparisons and styles are known.
 
@@ -849,8 +861,8 @@ def write_report(store: Store, nominal: Optional[list[float]] = None, trials: Op
                                                       "seeds)", split_baselines(baselines, split))),
                    (curves_name, lambda p: plot_curves(rows, p, f"{title}: validation accuracy per epoch (mean over seeds)")),
                    (where_name, lambda p: plot_where_pruned(rows, sparsity, p, f"{title}: where pruning removes weights"))]
-        if store.exists(LATENCY_FILE):
-            latency = store.read_json(LATENCY_FILE)
+        latency = _read_latency(store)
+        if latency:
             figures.append((LATENCY_FIGURE, lambda p: plot_latency(
                 rows, latency, p, f"{title}: accuracy against inference time (label: level; `lxsweep latency`)")))
         for name, draw in figures:

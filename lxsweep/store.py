@@ -141,7 +141,11 @@ class Store:
         if self.uri:
             import pyarrow.fs as pafs
 
-            self._fs, self._base = pafs.FileSystem.from_uri(root.rstrip("/"))
+            try:  # an s3:// URI resolves its bucket's region here: a network call that can fail
+                self._fs, self._base = pafs.FileSystem.from_uri(root.rstrip("/"))
+            except OSError as exc:
+                raise StoreError(f"{root[:200]}: cannot reach the store ({str(exc).splitlines()[0][:200]}) — check "
+                                 f"the bucket name, AWS_ENDPOINT_URL (for a non-AWS server) and the credentials") from None
             self.root = root.rstrip("/")
         else:
             self._fs, self._base = None, ""

@@ -215,6 +215,14 @@ def test_latency_times_each_ticket_as_deployed_and_the_report_draws_it(sweep, tm
     assert all(t["ms"] > 0 and t["vs_dense"] > 0 for t in timed.values())
     written = write_report(store, out=tmp_path / "report")
     assert str(tmp_path / "report" / LATENCY_FIGURE) in written
+    # A damaged latency.json costs only its figure, with a warning naming it; nothing rewrites it.
+    Path(store.path("latency.json")).write_text("{")
+    capsys.readouterr()
+    written = write_report(store, out=tmp_path / "again")
+    assert not any(w.endswith(LATENCY_FIGURE) for w in written) and any(w.endswith("results.md") for w in written)
+    assert f"skipped {store.path('latency.json')}" in capsys.readouterr().err
+    assert Path(store.path("latency.json")).read_text() == "{"
+    Path(store.path("latency.json")).unlink()
 
 
 def test_export_errors_are_one_line(sweep, tmp_path):
