@@ -72,13 +72,9 @@ def child_pids() -> list[int]:
 
 def machine() -> dict[str, str]:
     """What the numbers were measured on."""
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    info = {"nproc": str(os.cpu_count()), "cpu": cpu, "torch": torch.__version__, "python": platform.python_version()}
+    from lxsweep.latency import cpu_model
+
+    info = {"nproc": str(os.cpu_count()), "cpu": cpu_model(), "torch": torch.__version__, "python": platform.python_version()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info

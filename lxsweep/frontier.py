@@ -98,38 +98,33 @@ def _paired(sub: dict[int, float], dense: dict[int, float], seeds: Iterable[int]
     return [sub[s] - dense[s] for s in used], used
 
 
-def judge_match(sub: dict[int, float], dense: dict[int, float], seeds: Iterable[int], s: SearchConfig) -> Verdict:
-    """Does ``sub`` match dense within ±``s.margin`` on these seeds: match, miss or undecided?"""
+def _judge(sub: dict[int, float], dense: dict[int, float], seeds: Iterable[int], s: SearchConfig,
+           decide: Callable[[float, float], str]) -> Verdict:
+    """The paired interval of ``sub`` − dense over ``seeds`` and ``decide(low, high)``'s outcome (undecided
+    without two paired seeds)."""
     diffs, used = _paired(sub, dense, seeds)
     if not diffs:
         return Verdict(UNDECIDED, None, None, None, used)
     mean, low, high = _interval(diffs, s.confidence)
-    if low is None:
-        outcome = UNDECIDED
-    elif -s.margin < low and high < s.margin:
-        outcome = MATCH
-    elif high <= -s.margin or low >= s.margin:
-        outcome = MISS
-    else:
-        outcome = UNDECIDED
-    return Verdict(outcome, mean, low, high, used)
+    return Verdict(UNDECIDED if low is None else decide(low, high), mean, low, high, used)
+
+
+def judge_match(sub: dict[int, float], dense: dict[int, float], seeds: Iterable[int], s: SearchConfig) -> Verdict:
+    """Does ``sub`` match dense within ±``s.margin`` on these seeds: match, miss or undecided?"""
+    def decide(low: float, high: float) -> str:
+        if -s.margin < low and high < s.margin:
+            return MATCH
+        return MISS if high <= -s.margin or low >= s.margin else UNDECIDED
+    return _judge(sub, dense, seeds, s, decide)
 
 
 def judge_collapse(sub: dict[int, float], dense: dict[int, float], seeds: Iterable[int], s: SearchConfig) -> Verdict:
     """Is ``sub`` decidedly more than ``s.collapse`` below dense on these seeds: collapsed, standing or undecided?"""
-    diffs, used = _paired(sub, dense, seeds)
-    if not diffs:
-        return Verdict(UNDECIDED, None, None, None, used)
-    mean, low, high = _interval(diffs, s.confidence)
-    if low is None:
-        outcome = UNDECIDED
-    elif high < -s.collapse:
-        outcome = COLLAPSED
-    elif low >= -s.collapse:
-        outcome = STANDING
-    else:
-        outcome = UNDECIDED
-    return Verdict(outcome, mean, low, high, used)
+    def decide(low: float, high: float) -> str:
+        if high < -s.collapse:
+            return COLLAPSED
+        return STANDING if low >= -s.collapse else UNDECIDED
+    return _judge(sub, dense, seeds, s, decide)
 
 
 def questions(exp: Experiment) -> list[str]:

@@ -24,17 +24,22 @@ from lxsweep.plan import TrialKey, dense_key, trial_mask_name
 from lxsweep.store import LATENCY_FILE, Store, finished_trials, weights_path
 
 
-def device_name(device: torch.device) -> str:
-    """What the numbers were measured on: the GPU's name, or the CPU's model and thread count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or "cpu"
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` where there is none)."""
+    cpu = platform.processor() or "unknown"
     try:
         with open("/proc/cpuinfo") as handle:
             cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return f"{cpu} ({torch.get_num_threads()} threads)"
+    return cpu
+
+
+def device_name(device: torch.device) -> str:
+    """What the numbers were measured on: the GPU's name, or the CPU's model and thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_model()} ({torch.get_num_threads()} threads)"
 
 
 def deployable(store: Store, trial: str, log: Callable[[str], None]) -> tuple[torch.nn.Module, str]:
