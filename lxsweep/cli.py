@@ -200,6 +200,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from lxsweep.plan import Plan
     from lxsweep.store import finished_trials
 
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out}: exists and is not a directory — choose a directory for the report files")
     store = _store_from_arg(args.target, args.overrides)
     nominal, trials = None, None
     if args.target.endswith((".yaml", ".yml")):
@@ -211,7 +213,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         if others:
             print(f"lxsweep: reporting the experiment's grid; {others} other finished trial(s) in the store are left "
                   f"out (report the store directory for all of them)", file=sys.stderr)
-    paths = write_report(store, nominal, trials, args.out, say=print)
+    try:
+        paths = write_report(store, nominal, trials, args.out, say=print)
+    except OSError as exc:  # an --out it cannot create or write (permissions, a read-only or full filesystem)
+        if args.out is None:
+            raise
+        raise UserError(f"--out {args.out}: cannot write the report there ({exc.strerror or exc}) — choose a "
+                        f"directory you can write") from None
     if not paths:
         raise UserError(f"{args.target}: no finished trial to report yet — wait for one (lxsweep status) or launch it")
     for p in paths:
@@ -259,6 +267,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_latency(args: argparse.Namespace) -> int:
     from lxsweep.latency import measure
 
+    for flag, value in (("--batch", args.batch), ("--reps", args.reps)):
+        if value < 1:
+            raise UserError(f"{flag} {value}: out of range — give an integer >= 1")
+    if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
+        raise UserError(f"--device {args.device[:100]}: unknown device — give cpu, cuda or cuda:N")
     store = _store_from_arg(args.target, args.overrides)
     if args.device.startswith("cuda"):
         import torch

@@ -404,3 +404,17 @@ def test_a_damaged_search_record_stops_a_frontier_launch_before_ray(world, capsy
         assert record.read_text() == '{"chosen": ['  # left as it was
     finally:
         record.unlink()
+
+
+@pytest.mark.parametrize("args,names", [
+    (["report", "{store}", "--out", "{afile}"], ["--out", "is not a directory"]),
+    (["latency", "{store}", "--batch", "0"], "--batch 0"),
+    (["latency", "{store}", "--reps", "-3"], "--reps -3"),
+    (["latency", "{store}", "--device", "tpu"], "--device tpu"),
+], ids=["report out is a file", "latency batch 0", "latency reps negative", "latency unknown device"])
+def test_bad_report_and_latency_arguments(world, capsys, args, names):
+    from lxsweep.config import load_experiment
+    from lxsweep.store import Store
+
+    store = Store.for_experiment(load_experiment(SMOKE, [f"storage={world['runs']}"])).root
+    check(world, capsys, [a.format(store=store, afile=world["base"] / "afile") for a in args], names)
