@@ -94,7 +94,7 @@ def test_a_frontier_search_extends_a_finished_grid_running_only_its_choices(swee
     before = {n: len(store.listdir(f"trials/{n}/attempts")) for n in store.listdir("trials")}
     proc = launch(tmp_path, *sets)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "frontier search over the grid's 6 trials" in proc.stdout  # dense, low, high, random at level 1, 2 seeds
+    assert "frontier search over the grid's 8 trials" in proc.stdout  # dense, low, high, random at level 1, 2 seeds
     copy = Store.for_experiment(experiment(tmp_path, *sets))
     chosen = {c["trial"]: c["why"] for c in copy.read_json("search.json")["chosen"]}
     ran = {n for n in copy.listdir("trials") if n.endswith("-s1")}
@@ -102,7 +102,7 @@ def test_a_frontier_search_extends_a_finished_grid_running_only_its_choices(swee
     assert chosen["low-L1-s1"] == "does the ticket match dense at level 1"
     assert {n: len(copy.listdir(f"trials/{n}/attempts")) for n in before} == before  # seed 0's grid reused
     md = Path(copy.path("report/results.md")).read_text()
-    assert "Where each subnetwork stops matching dense" in md and "Chosen by frontier search: 4 of the grid's 6" in md
+    assert "Where each subnetwork stops matching dense" in md and "Chosen by frontier search: 4 of the grid's 8" in md
 
 
 def test_report_matches_metrics_and_plot(sweep, tmp_path):
