@@ -89,7 +89,7 @@ def variants(model: torch.nn.Module, sparsity: float, device: torch.device) -> t
     full = pruning.full_mask(weights)
     heads = model.config.num_attention_heads
     low = pruning.magnitude_mask(weights, full, sparsity)
-    structured = pruning.structured_mask(weights, full, sparsity, heads, ("heads", "neurons"))
+    structured = pruning.structured_mask(weights, full, sparsity, heads, ("head", "neuron"))
     shrunk = apply_shrink(masked(model, structured), pruning.shrink_spec(structured, heads))
     out = {"dense": model, "unstructured": masked(model, low), "shrunk": shrunk}
     notes = {k: f"{sum(p.numel() for p in m.parameters()):,} parameters" for k, m in out.items()}

@@ -224,9 +224,9 @@ def export_trial(store: Store, trial: str, out: str | Path, log: Callable[[str],
     heads = heads_of(tm.model)
     shrunk = shrink_model(tm.model, mask, trial) if shrink else None
     if shrunk is not None:
-        card["shrunk"] = {"heads_removed": sum(heads - len(b["keep"]) for b in shrunk.get("heads", [])),
+        card["shrunk"] = {"heads_removed": sum(heads - len(b["keep"]) for b in shrunk.get("attention", [])),
                           "neurons_removed": sum(mask[b["inter"] + ".weight"].shape[0] - len(b["keep"])
-                                                 for b in shrunk.get("neurons", [])),
+                                                 for b in shrunk.get("feed_forward", [])),
                           "parameters": sum(p.numel() for p in tm.model.parameters())}
         tm.model.config.lxsweep = card
     out.mkdir(parents=True, exist_ok=True)
@@ -276,13 +276,13 @@ def shrunk_mask(mask: Mapping[str, torch.Tensor], spec: dict, heads: int) -> dic
     def keep(name: str, dim: int, index: torch.Tensor) -> None:
         out[name] = out[name].index_select(dim, index)
 
-    for block in spec.get("heads", []):
+    for block in spec.get("attention", []):
         size = out[f"{block['attention']}.query.weight"].shape[0] // heads
         rows = torch.tensor([h * size + i for h in block["keep"] for i in range(size)], dtype=torch.long)
         for part in ("query", "key", "value"):
             keep(f"{block['attention']}.{part}.weight", 0, rows)
         keep(f"{block['output']}.weight", 1, rows)
-    for block in spec.get("neurons", []):
+    for block in spec.get("feed_forward", []):
         index = torch.tensor(block["keep"], dtype=torch.long)
         keep(f"{block['inter']}.weight", 0, index)
         keep(f"{block['output']}.weight", 1, index)

@@ -165,7 +165,7 @@ class Answer:
 
     def to_dict(self) -> dict:
         def v(x: Optional[Verdict]) -> Optional[dict]:
-            return None if x is None else {"outcome": x.outcome, "mean": x.mean, "low": x.low, "high": x.high,
+            return None if x is None else {"outcome": x.outcome, "mean": x.mean, "lower": x.low, "upper": x.high,
                                            "seeds": list(x.seeds)}
         return {"subnetwork": self.subnetwork, "matches_up_to": self.matches_up_to, "first_miss": self.first_miss,
                 "miss": v(self.miss), "at_frontier": v(self.at_frontier), "collapse": self.collapse,

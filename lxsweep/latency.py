@@ -50,7 +50,7 @@ def deployable(store: Store, trial: str, log: Callable[[str], None]) -> tuple[to
     from lxsweep.shrunk_lxmert import apply_shrink
 
     tm = trial_model(store, trial, log)
-    model, form = tm.model, "dense" if tm.key.level == 0 else "masked"
+    model, form = tm.model, "unpruned" if tm.key.level == 0 else "masked"
     name = trial_mask_name(tm.exp, tm.key)
     if name:
         spec = pruning.shrink_spec(load_mask(store, name), heads_of(model))
@@ -102,19 +102,19 @@ def measure(store: Store, batch: int = 32, reps: int = 20, device: str = "cpu",
         model = model.to(dev)
         if x is None:
             x = _inputs(store, batch, model.config.vocab_size, dev)
-        times: dict[str, list[float]] = {"dense": [], "trial": []}
+        times: dict[str, list[float]] = {"reference": [], "trial": []}
         with torch.no_grad():
             for m in (dense[d.seed], model):  # warm up
                 m(**x)
             for r in range(reps):
-                for which in (("dense", "trial") if r % 2 == 0 else ("trial", "dense")):
-                    m = dense[d.seed] if which == "dense" else model
+                for which in (("reference", "trial") if r % 2 == 0 else ("trial", "reference")):
+                    m = dense[d.seed] if which == "reference" else model
                     sync()
                     start = time.perf_counter()
                     m(**x)
                     sync()
                     times[which].append(time.perf_counter() - start)
-        ratio = statistics.median(t / b for t, b in zip(times["trial"], times["dense"]))
+        ratio = statistics.median(t / b for t, b in zip(times["trial"], times["reference"]))
         out[name] = {"ms": 1000 * statistics.median(times["trial"]), "vs_dense": ratio, "form": form,
                      "parameters": sum(p.numel() for p in model.parameters())}
         log(f"{name}: {out[name]['ms']:.2f} ms ({form}), {ratio:.2f}x dense's time")

@@ -532,7 +532,7 @@ def layer_random_mask(low: Mask, seed: int, level: int) -> Mask:
 
 # --------------------------------------------------------------------------- structured masks
 
-STRUCTURES = ("heads", "neurons")
+STRUCTURES = ("head", "neuron")  # the units a structured criterion removes whole
 # A feed-forward block: its widening layer and the layer that narrows it back, as LXMERT names them.
 _FFN = re.compile(r"^(.*\.)(intermediate|lang_inter|visn_inter)\.dense\.weight$")
 _FFN_OUT = {"intermediate": "output", "lang_inter": "lang_output", "visn_inter": "visn_output"}
@@ -577,7 +577,7 @@ def structured_groups(shapes: Mapping[str, torch.Size], heads: int,
     """
     out = []
     names = list(shapes)
-    if "heads" in kinds:
+    if "head" in kinds:
         if heads < 1:
             raise ValueError("head pruning needs the model's number of attention heads (config.num_attention_heads)")
         for block in attention_blocks(names):
@@ -587,11 +587,11 @@ def structured_groups(shapes: Mapping[str, torch.Size], heads: int,
             d = rows // heads
             for h in range(heads):
                 sl = [(block[k], 0, h * d, (h + 1) * d) for k in ("query", "key", "value")]
-                out.append(("heads", h, sl + [(block["output"], 1, h * d, (h + 1) * d)]))
-    if "neurons" in kinds:
+                out.append(("head", h, sl + [(block["output"], 1, h * d, (h + 1) * d)]))
+    if "neuron" in kinds:
         for block in ffn_blocks(names):
             for j in range(shapes[block["inter"]][0]):
-                out.append(("neurons", j, [(block["inter"], 0, j, j + 1), (block["output"], 1, j, j + 1)]))
+                out.append(("neuron", j, [(block["inter"], 0, j, j + 1), (block["output"], 1, j, j + 1)]))
     return out
 
 
@@ -601,7 +601,7 @@ def _view(t: Tensor, dim: int, start: int, stop: int) -> Tensor:
 
 def structured_mask(weights: Mapping[str, Tensor], current: Mask, sparsity: float, heads: int,
                     kinds: Sequence[str] = STRUCTURES) -> Mask:
-    """Remove whole heads and/or feed-forward neurons (``kinds``) until ``sparsity`` of the weights they cover
+    """Remove whole heads and/or feed-forward neurons (``kinds``: "head", "neuron") until ``sparsity`` of the weights they cover
     is removed, lowest magnitude first.
 
     A unit's magnitude is the root mean square of its surviving weights (its group norm over the square root
@@ -652,7 +652,7 @@ def shrink_spec(mask: Mask, heads: int) -> dict:
     shapes = {n: m.shape for n, m in mask.items()}
     dead: dict[tuple[str, str], set[int]] = {}
     units: dict[tuple[str, str], int] = {}
-    for kind, index, sl in structured_groups(shapes, heads, STRUCTURES if heads > 0 else ("neurons",)):
+    for kind, index, sl in structured_groups(shapes, heads, STRUCTURES if heads > 0 else ("neuron",)):
         block = (kind, sl[0][0])
         units[block] = units.get(block, 0) + 1
         if not any(mask[n].narrow(d, a, b - a).any() for n, d, a, b in sl):
@@ -660,13 +660,13 @@ def shrink_spec(mask: Mask, heads: int) -> dict:
     out: dict[str, list] = {}
     for (kind, first), gone in sorted(dead.items()):
         keep = [i for i in range(units[(kind, first)]) if i not in gone]
-        if kind == "heads":
+        if kind == "head":
             block = next(b for b in attention_blocks(list(mask)) if b["query"] == first)
-            out.setdefault("heads", []).append({"attention": first[: -len(".query.weight")],
+            out.setdefault("attention", []).append({"attention": first[: -len(".query.weight")],
                                                 "output": block["output"][: -len(".weight")], "keep": keep})
         else:
             block = next(b for b in ffn_blocks(list(mask)) if b["inter"] == first)
-            out.setdefault("neurons", []).append({"inter": first[: -len(".weight")],
+            out.setdefault("feed_forward", []).append({"inter": first[: -len(".weight")],
                                                   "output": block["output"][: -len(".weight")], "keep": keep})
     return out
 

@@ -654,12 +654,12 @@ def plot_latency(rows: list[dict], latency: dict, path: str | Path, title: str) 
                 points[(r["subnetwork"], r["level"])].append((t["vs_dense"], 100 * r["accuracy"]))
         subs = sorted({s for s, _ in points}, key=lambda s: (subnetworks.order(s), s))
         for sub in subs:
-            color, marker = subnetworks.style(sub)
+            color, marker = ("black", "*") if sub == DENSE else subnetworks.style(sub)
             levels = sorted(lv for s, lv in points if s == sub)
             xs = [statistics.fmean(x for x, _ in points[(sub, lv)]) for lv in levels]
             ys = [statistics.fmean(y for _, y in points[(sub, lv)]) for lv in levels]
             ax.plot(xs, ys, ls="-" if len(xs) > 1 and sub != DENSE else "none", marker=marker, color=color,
-                    label=sub, lw=1.4, ms=5)
+                    label=sub, lw=1.4, ms=11 if sub == DENSE else 5, zorder=4 if sub == DENSE else 3)
             if sub != DENSE:
                 for x, y, lv in zip(xs, ys, levels):
                     ax.annotate(str(lv), (x, y), fontsize=7, color=color, xytext=(3, 3), textcoords="offset points")

@@ -11,9 +11,9 @@ shrink a model in memory (``apply_shrink``), so the two cannot drift apart.
 
 ``config.shrunk`` says what was removed::
 
-    {"heads": [{"attention": "lxmert.encoder.layer.0.attention.self",
+    {"attention": [{"attention": "lxmert.encoder.layer.0.attention.self",
                 "output": "lxmert.encoder.layer.0.attention.output.dense", "keep": [0, 2]}, ...],
-     "neurons": [{"inter": "lxmert.encoder.layer.0.intermediate.dense",
+     "feed_forward": [{"inter": "lxmert.encoder.layer.0.intermediate.dense",
                   "output": "lxmert.encoder.layer.0.output.dense", "keep": [3, 5, ...]}, ...]}
 
 A removed head's query/key/value rows and output columns go; a removed neuron's row of the widening layer
@@ -42,7 +42,7 @@ def apply_shrink(model: torch.nn.Module, shrunk: dict) -> torch.nn.Module:
 
 
 def _apply(model: torch.nn.Module, shrunk: dict) -> torch.nn.Module:
-    for block in shrunk.get("heads", []):
+    for block in shrunk.get("attention", []):
         att = model.get_submodule(block["attention"])
         size = att.attention_head_size
         keep = sorted(int(h) for h in block["keep"])
@@ -52,7 +52,7 @@ def _apply(model: torch.nn.Module, shrunk: dict) -> torch.nn.Module:
         att.num_attention_heads = len(keep)
         att.head_size = len(keep) * size  # transformers' eager attention reads it; the SDPA path reads the two above
         _set(model, block["output"], prune_linear_layer(model.get_submodule(block["output"]), rows, dim=1))
-    for block in shrunk.get("neurons", []):
+    for block in shrunk.get("feed_forward", []):
         keep = torch.tensor(sorted(int(j) for j in block["keep"]), dtype=torch.long)
         _set(model, block["inter"], prune_linear_layer(model.get_submodule(block["inter"]), keep, dim=0))
         _set(model, block["output"], prune_linear_layer(model.get_submodule(block["output"]), keep, dim=1))

@@ -349,13 +349,13 @@ register_criterion("layer_random", _follower("layer_random"), iterative=False, f
 # Structured tickets (issue 25): whole units removed, so an export can be physically smaller (`export --shrink`).
 # A level's sparsity is of the weights the units cover (the pooler is never removed); units go whole, so each
 # level lands at or just above it.
-register_criterion("heads", _structured(("heads",)), iterative=True, color="#17becf", marker="P",
+register_criterion("heads", _structured(("head",)), iterative=True, color="#17becf", marker="P",
                    compare=(DENSE, "low"), scores="RMS of each attention head's weights (query/key/value rows, "
                                                   "output columns) of the parent's trained weights: lowest heads removed whole")
-register_criterion("neurons", _structured(("neurons",)), iterative=True, color="#bcbd22", marker="X",
+register_criterion("neurons", _structured(("neuron",)), iterative=True, color="#bcbd22", marker="X",
                    compare=(DENSE, "low"), scores="RMS of each feed-forward neuron's weights (its row in and column out) of "
                                                   "the parent's trained weights: lowest neurons removed whole")
-register_criterion("structured", _structured(("heads", "neurons")), iterative=True, color="#e377c2", marker="h",
+register_criterion("structured", _structured(("head", "neuron")), iterative=True, color="#e377c2", marker="h",
                    compare=(DENSE, "low"), scores="heads and feed-forward neurons ranked together by the RMS of their "
                                                   "weights (parent's trained weights): lowest removed whole")
 # 2:4 is one pattern, 50% of every tensor whose input dimension is a multiple of 4, whatever the level.

@@ -614,12 +614,12 @@ def _unit_is_whole(mask, sl) -> bool:
     return all(v.all() for v in views) or not any(v.any() for v in views)
 
 
-@pytest.mark.parametrize("kinds", [("heads",), ("neurons",), ("heads", "neurons")])
+@pytest.mark.parametrize("kinds", [("head",), ("neuron",), ("head", "neuron")])
 def test_structured_masks_remove_whole_heads_and_neurons(model, kinds):
     weights = prunable_parameters(model)
     groups = pruning.structured_groups({n: w.shape for n, w in weights.items()}, TINY["num_attention_heads"], kinds)
     # 2 heads x (2 language + 1 vision + 3 cross attention blocks); 64 neurons x (2 + 1 + 2 feed-forward blocks)
-    assert len(groups) == {"heads": 2 * 6, "neurons": 64 * 5}.get(kinds[0], 0) + (64 * 5 if len(kinds) == 2 else 0)
+    assert len(groups) == {"head": 2 * 6, "neuron": 64 * 5}[kinds[0]] + (64 * 5 if len(kinds) == 2 else 0)
     covered = {n for _, _, sl in groups for n, *_ in sl}
     current = full_mask(weights)
     for s in (0.2, 0.5, 0.8):
@@ -638,7 +638,7 @@ def test_a_removed_head_adds_exactly_nothing(model):
     """The masked model with a head's rows and output columns zeroed computes what the model without it does."""
     m = copy.deepcopy(model).eval()
     weights = prunable_parameters(m)
-    mask = pruning.structured_mask(weights, full_mask(weights), 0.5, TINY["num_attention_heads"], ("heads",))
+    mask = pruning.structured_mask(weights, full_mask(weights), 0.5, TINY["num_attention_heads"], ("head",))
     with torch.no_grad():
         for n, w in weights.items():
             w.mul_(mask[n])
