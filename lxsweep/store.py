@@ -141,6 +141,9 @@ class Store:
         if self.uri:
             import pyarrow.fs as pafs
 
+            scheme, _, rest = root.partition("://")
+            if not rest.strip("/"):
+                raise StoreError(f"{root[:200]}: names no bucket — give {scheme}://<bucket>/<path>")
             try:  # an s3:// URI resolves its bucket's region here: a network call that can fail
                 self._fs, self._base = pafs.FileSystem.from_uri(root.rstrip("/"))
             except OSError as exc:

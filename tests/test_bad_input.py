@@ -411,7 +411,8 @@ def test_a_damaged_search_record_stops_a_frontier_launch_before_ray(world, capsy
     (["latency", "{store}", "--batch", "0"], "--batch 0"),
     (["latency", "{store}", "--reps", "-3"], "--reps -3"),
     (["latency", "{store}", "--device", "tpu"], "--device tpu"),
-], ids=["report out is a file", "latency batch 0", "latency reps negative", "latency unknown device"])
+    (["report", "s3://"], ["s3://", "names no bucket"]),
+], ids=["report out is a file", "latency batch 0", "latency reps negative", "latency unknown device", "s3 without a bucket"])
 def test_bad_report_and_latency_arguments(world, capsys, args, names):
     from lxsweep.config import load_experiment
     from lxsweep.store import Store
