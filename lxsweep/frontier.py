@@ -230,27 +230,10 @@ class _Chooser:
             what = f"seed {seeds[-1]} added: {sub} − dense was undecided ({verdict.text()}, {bound})"
 
     def ticket(self, sub: str) -> Answer:
-        ans = Answer(sub)
         top = max(self.exp.levels_of(sub), default=0)
-        for level in range(1, top + 1):
-            if ans.first_miss is None:
-                v, wait = self._decide(sub, level, self._base(), judge_match, "does the ticket match dense")
-                if v is None:
-                    ans.pending = wait
-                    return ans
-                if v.outcome == MATCH:
-                    ans.matches_up_to, ans.at_frontier = level, v
-                    continue
-                ans.first_miss, ans.miss = level, v
-            c, wait = self._decide(sub, level, self._base(), judge_collapse, "has the ticket collapsed")
-            if c is None:
-                ans.pending = wait
-                return ans
-            if c.outcome == COLLAPSED:
-                ans.collapse, ans.collapse_verdict = level, c
-                break
-        ans.settled = True
-        return ans
+        return _walk(sub, range(1, top + 1),
+                     lambda level: self._decide(sub, level, self._base(), judge_match, "does the ticket match dense"),
+                     lambda level: self._decide(sub, level, self._base(), judge_collapse, "has the ticket collapsed"))
 
     def bisect(self, sub: str, reach: Optional[int]) -> Answer:
         """``reach``: the last level the ticket's chain runs to (None while unknown); a level whose parent lies
@@ -285,6 +268,35 @@ class _Chooser:
         ans.at_frontier, ans.miss = verdicts.get(ans.matches_up_to), verdicts.get(ans.first_miss)
         ans.settled = True
         return ans
+
+
+def _walk(sub: str, levels: Iterable[int], match: Callable[[int], tuple[Optional[Verdict], str]],
+          collapse: Optional[Callable[[int], tuple[Optional[Verdict], str]]]) -> Answer:
+    """Walk ``levels`` in order: the last level of the first unbroken run of matches, the first level after it,
+    then (with ``collapse``) the first level from there on that has collapsed. ``match``/``collapse`` give a
+    level's verdict, or None and what it waits for (the answer is then pending there)."""
+    ans = Answer(sub)
+    for level in levels:
+        if ans.first_miss is None:
+            v, wait = match(level)
+            if v is None:
+                ans.pending = wait
+                return ans
+            if v.outcome == MATCH:
+                ans.matches_up_to, ans.at_frontier = level, v
+                continue
+            ans.first_miss, ans.miss = level, v
+        if collapse is None:
+            break
+        c, wait = collapse(level)
+        if c is None:
+            ans.pending = wait
+            return ans
+        if c.outcome == COLLAPSED:
+            ans.collapse, ans.collapse_verdict = level, c
+            break
+    ans.settled = True
+    return ans
 
 
 def choose(exp: Experiment, rows: Iterable[dict]) -> tuple[dict[TrialKey, str], list[Answer]]:
@@ -322,25 +334,13 @@ def answers(exp: Experiment, rows: Iterable[dict], metric: Callable[[dict], floa
     ticket = subnetworks.ticket()
     out = []
     for sub in questions(exp):
-        ans = Answer(sub, settled=True)
         levels = sorted(level for (name, level) in acc if name == sub)
         if not levels or not dense:
             continue
-        for level in levels:
-            seeds = sorted(acc[(sub, level)])
-            if ans.first_miss is None:
-                v = judge_match(acc[(sub, level)], dense, seeds, s)
-                if v.outcome == MATCH:
-                    ans.matches_up_to, ans.at_frontier = level, v
-                    continue
-                ans.first_miss, ans.miss = level, v
-            if sub != ticket:
-                break
-            c = judge_collapse(acc[(sub, level)], dense, seeds, s)
-            if c.outcome == COLLAPSED:
-                ans.collapse, ans.collapse_verdict = level, c
-                break
-        out.append(ans)
+
+        def judged(judge: Callable) -> Callable[[int], tuple[Optional[Verdict], str]]:
+            return lambda level: (judge(acc[(sub, level)], dense, sorted(acc[(sub, level)]), s), "")
+        out.append(_walk(sub, levels, judged(judge_match), judged(judge_collapse) if sub == ticket else None))
     return out
 
 

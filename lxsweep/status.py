@@ -17,8 +17,8 @@ from typing import Callable, Optional
 
 from lxsweep.config import read_experiment
 from lxsweep.plan import Plan, TrialKey
-from lxsweep.store import (SEARCH_FILE, STALE_SECONDS, TRIALS_DIR, CorruptStoreFile, Store, attempt_started, attempts_dir,
-                           failed_path, metrics_path, read_metrics)
+from lxsweep.store import (SEARCH_FILE, STALE_SECONDS, TRIALS_DIR, CorruptStoreFile, Store, attempt_started,
+                           attempts_dir, failed_path, metrics_path, read_metrics)
 from lxsweep import subnetworks
 from lxsweep.subnetworks import DENSE
 
