@@ -634,7 +634,7 @@ def plot(rows: list[dict], path: str | Path, title: str, baselines: Optional[dic
 
 def plot_latency(rows: list[dict], latency: dict, path: str | Path, title: str) -> bool:
     """Accuracy against inference time relative to dense, one panel per device and batch size of
-    ``latency.json`` (``lxsweep latency``): each subnetwork's levels (mean over seeds), dense at 1.0. False
+    ``latency.json`` (``lxsweep latency``): each subnetwork's levels (mean, bars ±1 std over seeds), dense at 1.0. False
     (nothing drawn) when no measured trial has a row."""
     import matplotlib
 
@@ -658,8 +658,12 @@ def plot_latency(rows: list[dict], latency: dict, path: str | Path, title: str) 
             levels = sorted(lv for s, lv in points if s == sub)
             xs = [statistics.fmean(x for x, _ in points[(sub, lv)]) for lv in levels]
             ys = [statistics.fmean(y for _, y in points[(sub, lv)]) for lv in levels]
-            ax.plot(xs, ys, ls="-" if len(xs) > 1 and sub != DENSE else "none", marker=marker, color=color,
-                    label=sub, lw=1.4, ms=11 if sub == DENSE else 5, zorder=4 if sub == DENSE else 3)
+            # bars: ±1 std over seeds of the accuracy and of the time ratio (seed noise against signal)
+            xe = [_mean_std([x for x, _ in points[(sub, lv)]])[1] for lv in levels]
+            ye = [_mean_std([y for _, y in points[(sub, lv)]])[1] for lv in levels]
+            ax.errorbar(xs, ys, xerr=xe, yerr=ye, ls="-" if len(xs) > 1 and sub != DENSE else "none", marker=marker,
+                        color=color, label=sub, lw=1.4, ms=11 if sub == DENSE else 5, capsize=2, elinewidth=0.8,
+                        zorder=4 if sub == DENSE else 3)
             if sub != DENSE:
                 for x, y, lv in zip(xs, ys, levels):
                     ax.annotate(str(lv), (x, y), fontsize=7, color=color, xytext=(3, 3), textcoords="offset points")
@@ -864,7 +868,7 @@ def write_report(store: Store, nominal: Optional[list[float]] = None, trials: Op
         latency = _read_latency(store)
         if latency:
             figures.append((LATENCY_FIGURE, lambda p: plot_latency(
-                rows, latency, p, f"{title}: accuracy against inference time (label: level; `lxsweep latency`)")))
+                rows, latency, p, f"{title}: accuracy against inference time (mean, bars ±1 std over seeds; label: level)")))
         for name, draw in figures:
             path = Path(tmp) / name
             draw(path)
