@@ -23,7 +23,7 @@ import torch.distributed as dist
 from lxsweep import model as lxmodel
 from lxsweep import optim, pruning
 from lxsweep.config import Experiment
-from lxsweep.data import VQADataset, VQASplit
+from lxsweep.data import VQADataset, VQASplit, rows_of
 from lxsweep.data.loader import make_loader
 from lxsweep.data.tokens import question_tokens
 from lxsweep.hooks import TrialHook
@@ -251,7 +251,5 @@ def soft_target_matrix(labels: torch.Tensor, scores: torch.Tensor, num_answers: 
 
 def evaluation_metrics(split: VQASplit, rows: np.ndarray, predictions: list[str]) -> dict:
     """Official VQA accuracy, overall, per answer type and per question kind (VQA's question_type)."""
-    answers = [split.answers[i] for i in rows]
-    types = [split.answer_types[i] for i in rows]
-    kinds = [split.question_kinds[i] for i in rows]
-    return accuracy_metrics(predictions, answers, types, kinds)
+    columns = (split.answers, split.answer_types, split.question_kinds)
+    return accuracy_metrics(predictions, *(rows_of(column, rows) for column in columns))

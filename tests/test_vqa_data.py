@@ -12,8 +12,11 @@ import pytest
 
 from vqa_fixture import fixture_splits, write_vqa_fixture
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from data_open import as_version_2  # noqa: E402  (the version-2 layout, as bench/data_open.py writes it)
+
 from lxsweep.cli import main
-from lxsweep.data import VQADataset, VQAInputError, VQAStoreError, pad_targets, soft_score, soft_targets
+from lxsweep.data import Coded, VQADataset, VQAInputError, VQAStoreError, pad_targets, soft_score, soft_targets
 from lxsweep.data.prepare import prepare_vqa
 from lxsweep.data.prepared import load_vqa_store
 from lxsweep.data.tsv import (
@@ -344,9 +347,17 @@ def test_failed_overwrite_leaves_the_previous_store_intact(files: dict[str, Path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "store"]
 
 
-def test_version_1_store_still_opens(files: dict[str, Path], tmp_path: Path) -> None:
+def test_version_1_and_2_stores_still_open_with_the_same_questions(files: dict[str, Path], tmp_path: Path) -> None:
     out = prepare_vqa(tmp_path / "store", splits=fixture_splits(files), feature_tsvs=[files["features"]],
                       ans2label=files["ans2label"])
+    now = load_vqa_store(out)
+    assert isinstance(now.valid.answers, Coded) and isinstance(now.valid.answer_types, Coded)
+    as_version_2(out)  # the layout bench/data_open.py compares against
+    old = load_vqa_store(out)
+    for a, b in ((now.train, old.train), (now.valid, old.valid)):
+        assert isinstance(b.answers, list)
+        assert (b.questions, b.answers, b.answer_types, b.question_kinds) == (
+            a.questions, list(a.answers), list(a.answer_types), list(a.question_kinds))
     manifest = json.loads((out / "manifest.json").read_text())
     for key in ("objects_id", "attrs_id"):
         (out / manifest.pop(key)).unlink()
@@ -354,7 +365,29 @@ def test_version_1_store_still_opens(files: dict[str, Path], tmp_path: Path) -> 
     ds = load_vqa_store(out)
     assert ds.train.object_labels is None and ds.train.attr_labels is None and len(ds.train) == 9
     (out / "manifest.json").write_text(json.dumps({**manifest, "version": 99}))
-    with pytest.raises(VQAStoreError, match="store format version 99, this lxsweep reads versions 1, 2"):
+    with pytest.raises(VQAStoreError, match="store format version 99, this lxsweep reads versions 1, 2, 3"):
+        load_vqa_store(out)
+
+
+def test_coded_columns_read_like_lists_and_damage_is_named(files: dict[str, Path], tmp_path: Path) -> None:
+    out = prepare_vqa(tmp_path / "store", splits=fixture_splits(files), feature_tsvs=[files["features"]],
+                      ans2label=files["ans2label"])
+    split = load_vqa_store(out).train
+    records = read_vqa_split(*fixture_splits(files)["train"])
+    rows = np.array([3, 0, 3])
+    sub = split.subset(rows)
+    assert isinstance(sub.answers, Coded)
+    assert sub.answers == [records[i]["answers"] for i in rows] and sub.answer_types[-1] == records[3]["answer_type"]
+    assert split.answers[1:3] == [records[1]["answers"], records[2]["answers"]]
+    assert split.question_kinds != [r["question_type"] for r in records[:-1]]  # one row short: not equal
+    codes = np.load(out / "train" / "answer_types.npy")
+    codes[0] = 7  # the fixture has 3 answer types
+    np.save(out / "train" / "answer_types.npy", codes)
+    with pytest.raises(VQAStoreError, match=r"train/answer_types.npy: int16 \(9,\) codes do not index the 3 "
+                                            r"answer_type values"):
+        load_vqa_store(out)
+    (out / "train" / "answer_types.npy").unlink()
+    with pytest.raises(VQAStoreError, match=r"train/answer_types.npy: missing from the store"):
         load_vqa_store(out)
 
 

@@ -28,8 +28,8 @@ import numpy as np
 
 from lxsweep.metric import ANSWER_TYPES, normalize_answer
 
-__all__ = ["ANSWER_TYPES", "VQADataset", "VQAInputError", "VQASplit", "VQAStoreError", "pad_targets",
-           "soft_score", "soft_targets"]
+__all__ = ["ANSWER_TYPES", "Coded", "VQADataset", "VQAInputError", "VQASplit", "VQAStoreError", "pad_targets",
+           "rows_of", "soft_score", "soft_targets"]
 
 
 class VQAInputError(ValueError):
@@ -38,6 +38,66 @@ class VQAInputError(ValueError):
 
 class VQAStoreError(ValueError):
     """A missing, incomplete or inconsistent prepared store; the message names the path and the problem."""
+
+
+class Coded(Sequence):
+    """A column of strings drawn from few distinct values, kept as codes into them.
+
+    1-D ``codes``: row ``i`` is ``values[codes[i]]`` (answer types, question
+    types). 2-D: row ``i`` is the list ``[values[c] for c in codes[i] if c >=
+    0]`` (the annotators' answers, -1 padding). A prepared store opens its
+    question columns as these: a few arrays instead of millions of Python
+    objects, so opening the full VQA v2 in a trial takes well under a second.
+    It reads like the list it stands for and compares equal to it.
+    """
+
+    def __init__(self, values: Sequence[str], codes: np.ndarray):
+        self.values, self.codes = list(values), np.asarray(codes)
+        self._lists: Optional[list] = None  # 2-D: the rows as lists, made on first use (evaluations re-read them)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, i):
+        if self.codes.ndim == 2:
+            return self._rows()[i]
+        if isinstance(i, slice):
+            return [self.values[c] for c in self.codes[i].tolist()]
+        return self.values[self.codes[i]]
+
+    def __iter__(self):
+        return iter(self._rows()) if self.codes.ndim == 2 else map(self.values.__getitem__, self.codes.tolist())
+
+    def _rows(self) -> list:
+        if self._lists is None:
+            values = self.values
+            self._lists = [[values[c] for c in row if c >= 0] for row in self.codes.tolist()]
+        return self._lists
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, (Coded, list, tuple)):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"Coded({len(self)} rows, {len(self.values)} distinct values)"
+
+    def take(self, rows: np.ndarray) -> "Coded":
+        """The rows at ``rows``, still coded."""
+        return Coded(self.values, self.codes[rows])
+
+
+def _take(column: Sequence, rows: np.ndarray) -> Sequence:
+    return column.take(rows) if isinstance(column, Coded) else [column[i] for i in rows]
+
+
+def rows_of(column: Sequence, rows: np.ndarray) -> list:
+    """``[column[i] for i in rows]`` as a plain list, fast for a :class:`Coded` column."""
+    if isinstance(column, Coded) and column.codes.ndim == 1:
+        return list(column.take(np.asarray(rows, dtype=np.int64)))
+    return [column[i] for i in rows]
 
 
 @dataclass
@@ -56,9 +116,9 @@ class VQASplit:
     image_index: np.ndarray  # int64 [N] -> row of features/boxes
     features: np.ndarray  # float16/float32 [num_images, num_boxes, feat_dim]
     boxes: np.ndarray  # float32 [num_images, num_boxes, 4], x/width, y/height in [0, 1]
-    answers: list[list[str]]  # the annotators' raw answers per question (10 in VQA v2)
-    answer_types: list[str]  # "yes/no" | "number" | "other"
-    question_kinds: list[str]  # the question_type of each question
+    answers: Sequence[list[str]]  # the annotators' raw answers per question (10 in VQA v2); Coded from a store
+    answer_types: Sequence[str]  # "yes/no" | "number" | "other"
+    question_kinds: Sequence[str]  # the question_type of each question
     target_labels: np.ndarray  # int64 [N, K] answer label ids, -1 = padding
     target_scores: np.ndarray  # float32 [N, K] soft VQA scores of those labels
     # The detector's per-box class ids (the TSV's objects_id / attrs_id), int64
@@ -78,9 +138,9 @@ class VQASplit:
             image_index=self.image_index[rows],
             features=self.features,
             boxes=self.boxes,
-            answers=[self.answers[i] for i in rows],
-            answer_types=[self.answer_types[i] for i in rows],
-            question_kinds=[self.question_kinds[i] for i in rows],
+            answers=_take(self.answers, rows),
+            answer_types=_take(self.answer_types, rows),
+            question_kinds=_take(self.question_kinds, rows),
             target_labels=self.target_labels[rows],
             target_scores=self.target_scores[rows],
             object_labels=self.object_labels,

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from lxsweep.data import VQAInputError, VQAStoreError, pad_targets, soft_targets
-from lxsweep.data.prepared import (ANSWERS_FILE, ATTRS_FILE, BOXES_FILE, FEATURES_FILE, IMAGES_FILE, MANIFEST_FILE,
-                                   OBJECTS_FILE, QUESTIONS_FILE, STORE_FORMAT, STORE_VERSION)
+from lxsweep.data.prepared import (ANSWERS_FILE, ATTRS_FILE, BOXES_FILE, COLUMNS, FEATURES_FILE, IMAGES_FILE,
+                                   MANIFEST_FILE, OBJECTS_FILE, QUESTIONS_FILE, STORE_FORMAT, STORE_VERSION,
+                                   encode_column)
 from lxsweep.data.tsv import decode_tsv_row, image_id_from_img_id, normalize_boxes, read_tsv_fields
 from lxsweep.data.vqa_json import (ANSWERS_PER_QUESTION, build_answer_vocab, load_answer_vocab, read_vqa_split,
                                    write_json)
@@ -279,6 +280,17 @@ def _truncate_npy_rows(path: Path, num_rows: int) -> None:
         handle.truncate(data_offset + num_rows * int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize)
 
 
+def write_question_columns(directory: Path, questions: list[str], answers: list[list[str]],
+                           answer_types: list[str], question_types: list[str]) -> None:
+    """A split's question columns in the store's version-3 layout (lxsweep/data/prepared.py)."""
+    text: dict[str, Any] = {"question": questions}
+    for column, rows, nested in (("answers", answers, True), ("answer_type", answer_types, False),
+                                 ("question_type", question_types, False)):
+        text[column], codes = encode_column(rows, nested=nested)
+        np.save(directory / COLUMNS[column][0], codes)
+    (directory / QUESTIONS_FILE).write_text(json.dumps(text, ensure_ascii=False), encoding="utf-8")
+
+
 def _write_split(directory: Path, name: str, records: list[dict[str, Any]], rows: Mapping[int, int],
                  label_of: Mapping[str, int], sources: tuple[Any, Any]) -> dict[str, Any]:
     kept = [r for r in records if r["image_id"] in rows]
@@ -295,9 +307,10 @@ def _write_split(directory: Path, name: str, records: list[dict[str, Any]], rows
     np.save(directory / "image_index.npy", np.array([rows[r["image_id"]] for r in kept], dtype=np.int64))
     np.save(directory / "target_labels.npy", labels)
     np.save(directory / "target_scores.npy", scores)
-    with open(directory / QUESTIONS_FILE, "w", encoding="utf-8") as handle:
-        for r in kept:
-            handle.write(json.dumps(r, ensure_ascii=False) + "\n")
+    write_question_columns(directory, [r["question"] for r in kept], [r["answers"] for r in kept],
+                           [r["answer_type"] for r in kept],
+                           # the official evaluator's perQuestionType; files without one fall back to the answer type
+                           [r.get("question_type") or r["answer_type"] for r in kept])
     return {
         "questions": len(kept),
         "dropped_without_features": dropped,

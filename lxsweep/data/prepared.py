@@ -17,26 +17,33 @@ Layout (one directory)::
     <split>/image_index.npy    int64 [N] -> row of features/boxes
     <split>/target_labels.npy  int64 [N, K], -1 = padding (K >= 10)
     <split>/target_scores.npy  float32 [N, K], soft VQA scores
-    <split>/questions.jsonl    one object per question row: text, question_type, answer_type, the raw answers
+    <split>/questions.json     {"question": [text per row], "answers" | "answer_type" | "question_type": [distinct values]}
+    <split>/answers.npy        int32 [N, A]: the annotators' raw answers as codes into "answers", -1 = padding
+    <split>/answer_types.npy   int16 [N]: codes into "answer_type"
+    <split>/question_types.npy int16 [N]: codes into "question_type" (the official perQuestionType)
 
-Version 1 stores (no objects_id/attrs_id) still open, with ``object_labels``
-and ``attr_labels`` None.
+The question columns open as :class:`~lxsweep.data.Coded` (version 3): the
+full VQA v2 (658k questions, 6.6M annotator answers) opens in a trial in well
+under a second instead of parsing a JSON record per question. Version 2
+stores (``<split>/questions.jsonl``, one record per question) and version 1
+stores (no objects_id/attrs_id: ``object_labels`` and ``attr_labels`` None)
+still open.
 """
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from lxsweep.data import VQADataset, VQASplit, VQAStoreError
+from lxsweep.data import Coded, VQADataset, VQASplit, VQAStoreError
 
 STORE_FORMAT = "lxsweep-vqa-store"
-STORE_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+STORE_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 MANIFEST_FILE = "manifest.json"
 FEATURES_FILE = "features.f16.npy"
 BOXES_FILE = "boxes.npy"
@@ -44,7 +51,10 @@ OBJECTS_FILE = "objects_id.npy"
 ATTRS_FILE = "attrs_id.npy"
 ANSWERS_FILE = "answers.json"
 IMAGES_FILE = "images.json"
-QUESTIONS_FILE = "questions.jsonl"
+QUESTIONS_FILE = "questions.json"  # version 3; with the coded columns below
+RECORDS_FILE = "questions.jsonl"   # versions 1-2: one record per question
+COLUMNS = {"answers": ("answers.npy", 2), "answer_type": ("answer_types.npy", 1),
+           "question_type": ("question_types.npy", 1)}  # column -> (codes file, dimensions)
 
 
 
@@ -136,25 +146,16 @@ def _load_split(store: Path, name: str, manifest: Mapping[str, Any],
     image_index = _load_npy(directory / "image_index.npy", None)
     labels = _load_npy(directory / "target_labels.npy", None)
     scores = _load_npy(directory / "target_scores.npy", None)
-    questions, answers, answer_types, kinds = [], [], [], []
-    intern = sys.intern  # answers, answer types and question types repeat: one string object each, not millions
-    try:
-        with open(directory / QUESTIONS_FILE, encoding="utf-8") as handle:
-            for line in handle:  # one record at a time: the parsed dicts never pile up
-                r = json.loads(line)
-                questions.append(r["question"])
-                answers.append([intern(a) for a in r["answers"]])
-                answer_types.append(intern(r["answer_type"]))
-                # The official evaluator's perQuestionType; a file without question_type falls back to the answer type.
-                kinds.append(intern(r.get("question_type") or r["answer_type"]))
-    except FileNotFoundError:
-        raise VQAStoreError(f"{directory / QUESTIONS_FILE}: missing from the store — run `lxsweep prepare-vqa` again") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise VQAStoreError(f"{directory / QUESTIONS_FILE}: unreadable ({type(exc).__name__}: {exc}) — run "
-                            f"`lxsweep prepare-vqa` again") from None
+    if manifest["version"] >= 3:
+        questions, answers, answer_types, kinds = _read_columns(directory)
+        rows = {QUESTIONS_FILE: len(questions), **{file: len(column) for (file, _), column in
+                                                  zip(COLUMNS.values(), (answers, answer_types, kinds))}}
+    else:
+        questions, answers, answer_types, kinds = _read_records(directory)
+        rows = {RECORDS_FILE: len(questions)}
     n = manifest["splits"][name]["questions"]
     sizes = {"question_ids": len(question_ids), "image_index": len(image_index), "target_labels": len(labels),
-             "target_scores": len(scores), QUESTIONS_FILE: len(questions)}
+             "target_scores": len(scores), **rows}
     if any(size != n for size in sizes.values()) or labels.shape != scores.shape:
         raise VQAStoreError(f"{directory}: row counts {sizes} disagree with the manifest's {n} — run `lxsweep prepare-vqa` again")
     if n and (image_index.min() < 0 or image_index.max() >= len(features)):
@@ -164,3 +165,60 @@ def _load_split(store: Path, name: str, manifest: Mapping[str, Any],
         features=features, boxes=boxes, answers=answers, answer_types=answer_types, question_kinds=kinds,
         target_labels=labels, target_scores=scores, object_labels=object_labels, attr_labels=attr_labels,
     )
+
+
+def _read_columns(directory: Path) -> tuple[list[str], Coded, Coded, Coded]:
+    """A version-3 split's question text and its coded answer, answer-type and question-type columns."""
+    path = directory / QUESTIONS_FILE
+    try:
+        text = json.loads(path.read_text(encoding="utf-8"))
+        questions = text["question"]
+        columns = {}
+        for column, (file, ndim) in COLUMNS.items():
+            values, codes = text[column], _load_npy(directory / file, None)
+            if codes.ndim != ndim or codes.dtype.kind != "i" or (codes.size and (
+                    codes.max() >= len(values) or codes.min() < (-1 if ndim == 2 else 0))):
+                raise VQAStoreError(f"{directory / file}: {codes.dtype} {codes.shape} codes do not index the "
+                                    f"{len(values)} {column} values of {path} — run `lxsweep prepare-vqa` again")
+            columns[column] = Coded(values, codes)
+    except FileNotFoundError:
+        raise VQAStoreError(f"{path}: missing from the store — run `lxsweep prepare-vqa` again") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise VQAStoreError(f"{path}: unreadable ({type(exc).__name__}: {exc}) — run `lxsweep prepare-vqa` "
+                            f"again") from None
+    return questions, columns["answers"], columns["answer_type"], columns["question_type"]
+
+
+def _read_records(directory: Path) -> tuple[list[str], list, list, list]:
+    """A version-1/2 split's questions, one JSON record per line."""
+    questions, answers, answer_types, kinds = [], [], [], []
+    intern = sys.intern  # answers, answer types and question types repeat: one string object each, not millions
+    try:
+        with open(directory / RECORDS_FILE, encoding="utf-8") as handle:
+            for line in handle:  # one record at a time: the parsed dicts never pile up
+                r = json.loads(line)
+                questions.append(r["question"])
+                answers.append([intern(a) for a in r["answers"]])
+                answer_types.append(intern(r["answer_type"]))
+                # The official evaluator's perQuestionType; a file without question_type falls back to the answer type.
+                kinds.append(intern(r.get("question_type") or r["answer_type"]))
+    except FileNotFoundError:
+        raise VQAStoreError(f"{directory / RECORDS_FILE}: missing from the store — run `lxsweep prepare-vqa` again") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise VQAStoreError(f"{directory / RECORDS_FILE}: unreadable ({type(exc).__name__}: {exc}) — run "
+                            f"`lxsweep prepare-vqa` again") from None
+    return questions, answers, answer_types, kinds
+
+
+def encode_column(rows: Iterable, nested: bool = False) -> tuple[list[str], np.ndarray]:
+    """(distinct values in first-seen order, codes): the inverse of :class:`Coded`; ``nested`` rows are lists."""
+    index: dict[str, int] = {}
+    rows = list(rows)
+    if not nested:
+        codes = [index.setdefault(v, len(index)) for v in rows]
+        return list(index), np.array(codes, dtype=np.int16 if len(index) <= np.iinfo(np.int16).max else np.int32)
+    codes = np.full((len(rows), max((len(r) for r in rows), default=0)), -1, dtype=np.int32)
+    for i, row in enumerate(rows):
+        for j, v in enumerate(row):
+            codes[i, j] = index.setdefault(v, len(index))
+    return list(index), codes

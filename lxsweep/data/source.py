@@ -22,7 +22,7 @@ import numpy as np
 from lxsweep.config import SyntheticConfig, canonical_hash
 from lxsweep.data import VQADataset
 from lxsweep.data import synth, synthetic
-from lxsweep.data.prepared import MANIFEST_FILE, STORE_VERSION, load_vqa_store
+from lxsweep.data.prepared import MANIFEST_FILE, load_vqa_store
 
 if TYPE_CHECKING:
     from lxsweep.config import Experiment
@@ -70,12 +70,17 @@ def prepared_path(exp: "Experiment") -> Path:
     return Path(exp.data.path).expanduser()
 
 
+SYNTHETIC_CONTENT_VERSION = 2
+
+
 def synthetic_store_name(cfg: SyntheticConfig) -> str:
     """Where in an experiment's store the prepared synthetic task lives: ``data/synthetic-<hash>``."""
     code = hashlib.sha256()
     for module in (synthetic, synth):  # the generator and the writer: what the files are a function of
         code.update(Path(module.__file__).read_bytes())
-    key = {"synthetic": dataclasses.asdict(cfg), "code": code.hexdigest(), "store_version": STORE_VERSION}
+    # The content's version, not the layout's: layout 3 (coded question columns) holds the same data as 2, so
+    # the name — and the rewind point hashed from it — stays, and a cached version-2 copy still opens.
+    key = {"synthetic": dataclasses.asdict(cfg), "code": code.hexdigest(), "store_version": SYNTHETIC_CONTENT_VERSION}
     return f"data/synthetic-{canonical_hash(key)}"
 
 
