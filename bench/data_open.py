@@ -22,28 +22,25 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import realsize  # noqa: E402
+import realsize  # noqa: E402  (puts the repository on sys.path)
+from lxsweep.data.prepared import COLUMNS, MANIFEST_FILE, QUESTIONS_FILE, RECORDS_FILE, load_vqa_store  # noqa: E402
 
 
 def as_version_2(store: Path) -> None:
     """Rewrite a store's question columns the way version 2 kept them: one JSON record per question."""
-    manifest = json.loads((store / "manifest.json").read_text())
+    manifest = json.loads((store / MANIFEST_FILE).read_text())
     for name in manifest["splits"]:
+        split = load_vqa_store(store, name, name).train  # read by lxsweep's own reader
         d = store / name
-        text = json.loads((d / "questions.json").read_text())
-        ans, types, kinds = (np.load(d / f) for f in ("answers.npy", "answer_types.npy", "question_types.npy"))
-        with open(d / "questions.jsonl", "w", encoding="utf-8") as handle:
-            for i, question in enumerate(text["question"]):
-                record = {"question": question, "answers": [text["answers"][c] for c in ans[i] if c >= 0],
-                          "answer_type": text["answer_type"][types[i]], "question_type": text["question_type"][kinds[i]]}
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        for f in ("questions.json", "answers.npy", "answer_types.npy", "question_types.npy"):
-            (d / f).unlink()
-    (store / "manifest.json").write_text(json.dumps({**manifest, "version": 2}))
+        with open(d / RECORDS_FILE, "w", encoding="utf-8") as handle:
+            for record in zip(split.questions, split.answers, split.answer_types, split.question_kinds):
+                handle.write(json.dumps(dict(zip(("question", "answers", "answer_type", "question_type"), record)),
+                                        ensure_ascii=False) + "\n")
+        for file in (QUESTIONS_FILE, *(f for f, _ in COLUMNS.values())):
+            (d / file).unlink()
+    (store / MANIFEST_FILE).write_text(json.dumps({**manifest, "version": 2}))
 
 
 def main() -> None:

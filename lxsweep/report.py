@@ -656,11 +656,11 @@ def plot_latency(rows: list[dict], latency: dict, path: str | Path, title: str) 
         for sub in subs:
             color, marker = ("black", "*") if sub == DENSE else subnetworks.style(sub)
             levels = sorted(lv for s, lv in points if s == sub)
-            xs = [statistics.fmean(x for x, _ in points[(sub, lv)]) for lv in levels]
-            ys = [statistics.fmean(y for _, y in points[(sub, lv)]) for lv in levels]
-            # bars: ±1 std over seeds of the accuracy and of the time ratio (seed noise against signal)
-            xe = [_mean_std([x for x, _ in points[(sub, lv)]])[1] for lv in levels]
-            ye = [_mean_std([y for _, y in points[(sub, lv)]])[1] for lv in levels]
+            # mean, and bars of ±1 std over seeds, of the time ratio and of the accuracy (seed noise against signal)
+            x_stats = [_mean_std([x for x, _ in points[(sub, lv)]]) for lv in levels]
+            y_stats = [_mean_std([y for _, y in points[(sub, lv)]]) for lv in levels]
+            xs, xe = [m for m, _ in x_stats], [sd for _, sd in x_stats]
+            ys, ye = [m for m, _ in y_stats], [sd for _, sd in y_stats]
             ax.errorbar(xs, ys, xerr=xe, yerr=ye, ls="-" if len(xs) > 1 and sub != DENSE else "none", marker=marker,
                         color=color, label=sub, lw=1.4, ms=11 if sub == DENSE else 5, capsize=2, elinewidth=0.8,
                         zorder=4 if sub == DENSE else 3)

@@ -284,10 +284,9 @@ def write_question_columns(directory: Path, questions: list[str], answers: list[
                            answer_types: list[str], question_types: list[str]) -> None:
     """A split's question columns in the store's version-3 layout (lxsweep/data/prepared.py)."""
     text: dict[str, Any] = {"question": questions}
-    for column, rows, nested in (("answers", answers, True), ("answer_type", answer_types, False),
-                                 ("question_type", question_types, False)):
-        text[column], codes = encode_column(rows, nested=nested)
-        np.save(directory / COLUMNS[column][0], codes)
+    for (column, (file, ndim)), rows in zip(COLUMNS.items(), (answers, answer_types, question_types)):
+        text[column], codes = encode_column(rows, nested=ndim == 2)
+        np.save(directory / file, codes)
     (directory / QUESTIONS_FILE).write_text(json.dumps(text, ensure_ascii=False), encoding="utf-8")
 
 
